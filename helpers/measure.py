@@ -1,0 +1,287 @@
+"""The honest meter: size, sparsity, accuracy and latency, measured (every lesson uses it).
+
+Sizes are real byte counts of real files: the Keras file, the TFLite flatbuffer, and the gzip
+of each (gzip shows what pruning buys: zeros compress, but a dense flatbuffer stores them).
+Latency is batch-1, the edge case, as the median of many runs, through LiteRT (the runtime a
+device would use) and through a compiled Keras call (``model.predict`` on one sample mostly
+measures its own ~40 ms of overhead, so we never time that).
+
+``evaluate(model, data, name)`` measures everything at once and returns a :class:`Report`;
+``compare(reports)`` turns a list of them into one table.
+"""
+from __future__ import annotations
+
+import gzip
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from helpers.data import Dataset
+
+
+
+# ---------------------------------------------------------------------------- counting
+def count_params(model: keras.Model) -> int:
+    """Number of weights (trainable and not) in a Keras model."""
+    return int(sum(np.prod(w.shape) for w in model.weights))
+
+
+def count_nonzero(weights) -> int:
+    """Non-zero entries of a Keras model's weights, or of one array."""
+    arrays = weights.get_weights() if isinstance(weights, keras.Model) else [weights]
+    return int(sum(np.count_nonzero(np.asarray(a)) for a in arrays))
+
+
+def kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """The prunable weight tensors (kernels, ndim >= 2) of a model, by weight name."""
+    return {w.name: w.numpy() for w in model.weights if len(w.shape) >= 2}
+
+
+def sparsity(weights) -> float:
+    """Fraction of zeros: of one array, or of all kernels (not biases) of a Keras model."""
+    if isinstance(weights, keras.Model):
+        arrays = list(kernels(weights).values())
+    else:
+        arrays = [np.asarray(weights)]
+    total = sum(a.size for a in arrays)
+    if total == 0:
+        raise ValueError("sparsity of an empty tensor is undefined (it has no entries)")
+    return 1.0 - sum(np.count_nonzero(a) for a in arrays) / total
+
+
+# ---------------------------------------------------------------------------- bytes
+def to_tflite(model: keras.Model) -> bytes:
+    """Convert a Keras model to a float32 TFLite flatbuffer (no optimizations)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return converter.convert()
+
+
+def keras_bytes(model: keras.Model) -> int:
+    """Size of the model saved as a ``.keras`` file (architecture + weights)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        return path.stat().st_size
+
+
+def gzip_bytes(data: bytes | keras.Model) -> int:
+    """Size after gzip at maximum compression (of raw bytes, or of a model's .keras file)."""
+    if isinstance(data, keras.Model):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.keras"
+            data.save(path)
+            data = path.read_bytes()
+    return len(gzip.compress(bytes(data), compresslevel=9, mtime=0))
+
+
+def _as_tflite(model) -> bytes:
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    if isinstance(model, keras.Model):
+        return to_tflite(model)
+    raise TypeError(f"expected a Keras model or TFLite flatbuffer bytes, got {type(model).__name__}")
+
+
+# ---------------------------------------------------------------------------- running
+def tflite_interpreter(flatbuffer: bytes):
+    """A LiteRT interpreter with tensors allocated, ready to ``invoke``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=1)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"not a valid TFLite model ({len(flatbuffer)} bytes): {error}") from None
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def predict_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+    """Run a TFLite model on a batch through LiteRT, one example at a time.
+
+    Handles quantized (int8/uint8) inputs and outputs: inputs are quantized with the model's
+    scale and zero point and outputs are dequantized back to float, so the result is
+    comparable with the Keras model's logits.
+    """
+    interpreter = tflite_interpreter(flatbuffer)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for example in np.asarray(x, dtype=np.float32):
+        value = example[None]
+        if inp["dtype"] in (np.int8, np.uint8):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            value = np.clip(np.round(value / scale + zero), info.min, info.max)
+        interpreter.set_tensor(inp["index"], value.astype(inp["dtype"]))
+        interpreter.invoke()
+        result = interpreter.get_tensor(out["index"])[0]
+        if out["dtype"] in (np.int8, np.uint8):
+            scale, zero = out["quantization"]
+            result = (result.astype(np.float32) - zero) * scale
+        results.append(result.astype(np.float32))
+    return np.stack(results)
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """Logits of a Keras model or a TFLite flatbuffer on a batch of inputs."""
+    if isinstance(model, keras.Model):
+        return model.predict(x, batch_size=256, verbose=0)
+    return predict_tflite(_as_tflite(model), x)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy in [0, 1] of a Keras model or TFLite flatbuffer."""
+    return float(np.mean(np.argmax(predict(model, x), axis=-1) == np.asarray(y)))
+
+
+def classification_metrics(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-averaged precision, recall and F1 (all in [0, 1])."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    predicted = np.argmax(predict(model, x), axis=-1)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, predicted, average="macro", zero_division=0)
+    return {"accuracy": float(accuracy_score(y, predicted)), "precision": float(precision),
+            "recall": float(recall), "f1": float(f1)}
+
+
+def _median_ms(call, runs: int, warmup: int) -> float:
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def latency_tflite_ms(flatbuffer: bytes, runs: int = 200, warmup: int = 20) -> float:
+    """Median batch-1 latency in milliseconds of a TFLite model through LiteRT (1 thread)."""
+    interpreter = tflite_interpreter(flatbuffer)
+    inp = interpreter.get_input_details()[0]
+    sample = np.zeros(inp["shape"], dtype=inp["dtype"])
+    interpreter.set_tensor(inp["index"], sample)
+    return _median_ms(interpreter.invoke, runs, warmup)
+
+
+def latency_keras_ms(model: keras.Model, runs: int = 200, warmup: int = 20) -> float:
+    """Median batch-1 latency in milliseconds of a compiled (``tf.function``) Keras call."""
+    sample = tf.zeros((1,) + tuple(model.input_shape[1:]), dtype=tf.float32)
+    call = tf.function(lambda x: model(x, training=False))
+    return _median_ms(lambda: call(sample).numpy(), runs, warmup)
+
+
+# ---------------------------------------------------------------------------- reports
+@dataclass
+class Report:
+    """One row of a comparison table: everything we measure about one model."""
+
+    name: str
+    params: int
+    nonzero: int
+    keras_bytes: int | None
+    tflite_bytes: int
+    tflite_gzip_bytes: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    latency_tflite_ms: float
+    latency_keras_ms: float | None
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zero weights (biases included)."""
+        return 1.0 - self.nonzero / self.params if self.params else 0.0
+
+
+def evaluate(model, data: Dataset, name: str | None = None, runs: int = 200,
+             tflite: bytes | None = None) -> Report:
+    """Measure a Keras model (or a TFLite flatbuffer alone) on ``data.x_test``.
+
+    Args:
+        model: A Keras model, or TFLite flatbuffer bytes (then Keras columns are ``None``).
+        data: Dataset whose test split is used for accuracy and metrics.
+        name: Row label; defaults to the model's name.
+        runs: Timed runs for the latency medians.
+        tflite: The flatbuffer to measure for a Keras model; defaults to a float32 conversion.
+
+    Returns:
+        A :class:`Report`. Accuracy and metrics come from the TFLite model, which is what a
+        device would run.
+    """
+    if isinstance(model, keras.Model):
+        flatbuffer = tflite if tflite is not None else to_tflite(model)
+        params, nonzero = count_params(model), count_nonzero(model)
+        kbytes, klatency = keras_bytes(model), latency_keras_ms(model, runs)
+        name = name or model.name
+    else:
+        flatbuffer = _as_tflite(model)
+        params, nonzero = tflite_weight_counts(flatbuffer)
+        kbytes, klatency = None, None
+        name = name or "tflite model"
+    metrics = classification_metrics(flatbuffer, data.x_test, data.y_test)
+    return Report(name, params, nonzero, kbytes, len(flatbuffer),
+                  gzip_bytes(flatbuffer), **metrics,
+                  latency_tflite_ms=latency_tflite_ms(flatbuffer, runs),
+                  latency_keras_ms=klatency)
+
+
+def tflite_weight_counts(flatbuffer: bytes) -> tuple[int, int]:
+    """(entries, non-zero entries) of the constant tensors (weights) in a TFLite model."""
+    interpreter = tflite_interpreter(flatbuffer)
+    total = nonzero = 0
+    for detail in interpreter.get_tensor_details():
+        try:
+            value = interpreter.get_tensor(detail["index"])
+        except ValueError:  # activations have no data until invoke
+            continue
+        if detail["name"] and value.size > 1 and detail["index"] not in {
+                d["index"] for d in interpreter.get_input_details()}:
+            total += value.size
+            nonzero += int(np.count_nonzero(value))
+    return total, nonzero
+
+
+def compare(reports: list[Report], baseline: int | str = 0) -> pd.DataFrame:
+    """A tidy table of reports with ratios against a baseline row.
+
+    Args:
+        reports: Rows to show, in order.
+        baseline: Index or name of the row the ratios are relative to.
+
+    Returns:
+        A DataFrame indexed by name: sizes in KB, accuracy in %, latency in ms, and
+        ``size ratio`` (baseline TFLite bytes / row TFLite bytes, higher is smaller) and
+        ``accuracy drop`` (points below the baseline).
+    """
+    if not reports:
+        raise ValueError("compare needs at least one Report, got an empty list")
+    frame = pd.DataFrame([asdict(r) for r in reports]).set_index("name")
+    base = frame.iloc[baseline] if isinstance(baseline, int) else frame.loc[baseline]
+    table = pd.DataFrame({
+        "params": frame["params"],
+        "sparsity %": 100 * (1 - frame["nonzero"] / frame["params"]),
+        "Keras KB": frame["keras_bytes"] / 1024,
+        "TFLite KB": frame["tflite_bytes"] / 1024,
+        "TFLite gzip KB": frame["tflite_gzip_bytes"] / 1024,
+        "size ratio": base["tflite_bytes"] / frame["tflite_bytes"],
+        "accuracy %": 100 * frame["accuracy"],
+        "accuracy drop": 100 * (base["accuracy"] - frame["accuracy"]),
+        "macro F1 %": 100 * frame["f1"],
+        "LiteRT ms": frame["latency_tflite_ms"],
+        "Keras ms": frame["latency_keras_ms"],
+    })
+    return table.round({"sparsity %": 1, "Keras KB": 1, "TFLite KB": 1, "TFLite gzip KB": 1,
+                        "size ratio": 2, "accuracy %": 2, "accuracy drop": 2, "macro F1 %": 2,
+                        "LiteRT ms": 3, "Keras ms": 3})

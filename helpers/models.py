@@ -1,0 +1,249 @@
+"""Model builders and the pretrained-model cache (taught in ``00_introduction``).
+
+Every model outputs *logits* (no softmax layer), so the same model serves classification,
+distillation (which needs logits) and TFLite conversion.
+
+=================  ==========================================================  ============
+builder            what                                                        params (28x28)
+=================  ==========================================================  ============
+``lenet5``         LeNet-5 (LeCun et al. 1998) with ReLU and max pooling       61,706
+``mlp``            one hidden layer                                            19,090
+``tiny_cnn``       three 3x3 convs + global average pooling (a student)        3,738
+``depthwise_cnn``  depthwise-separable convs, MobileNet style                  ~2,500
+=================  ==========================================================  ============
+
+``pretrained(name, dataset)`` trains a model once with fixed seeds and caches its weights
+(see ``helpers.data.cache_dir``), so a lesson starts in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from typing import Callable
+
+import numpy as np
+
+import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from helpers.data import Dataset, atomic_write, cache_dir, load_dataset
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and TensorFlow so a notebook gives the same numbers each run."""
+    keras.utils.set_random_seed(int(seed))
+
+
+# ---------------------------------------------------------------------------- builders
+def _check_shape(input_shape) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+    return shape
+
+
+def lenet5(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
+    """LeNet-5: conv(6, 5x5) - pool - conv(16, 5x5) - pool - dense 120 - 84 - classes.
+
+    On 8x8 inputs (``digits``) the second conv keeps its size with 'same' padding.
+    """
+    shape = _check_shape(input_shape)
+    small = shape[0] < 20
+    return keras.Sequential([
+        keras.layers.InputLayer(input_shape=shape),
+        keras.layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(2, name="pool1"),
+        keras.layers.Conv2D(16, 5, padding="same" if small else "valid", activation="relu",
+                            name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(120, activation="relu", name="fc1"),
+        keras.layers.Dense(84, activation="relu", name="fc2"),
+        keras.layers.Dense(num_classes, name="logits"),
+    ], name="lenet5")
+
+
+def mlp(input_shape=(28, 28, 1), num_classes: int = 10, hidden: int = 24) -> keras.Model:
+    """A multilayer perceptron with one hidden ReLU layer of ``hidden`` units."""
+    return keras.Sequential([
+        keras.layers.InputLayer(input_shape=_check_shape(input_shape)),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(hidden, activation="relu", name="hidden"),
+        keras.layers.Dense(num_classes, name="logits"),
+    ], name="mlp")
+
+
+def tiny_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
+             filters: tuple[int, ...] = (8, 16, 16)) -> keras.Model:
+    """A tiny CNN: one 3x3 conv + 2x2 max pool per entry of ``filters``, then global pooling."""
+    layers = [keras.layers.InputLayer(input_shape=_check_shape(input_shape))]
+    for i, n in enumerate(filters, start=1):
+        layers.append(keras.layers.Conv2D(n, 3, padding="same", activation="relu",
+                                          name=f"conv{i}"))
+        if i < len(filters):
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool{i}"))
+    layers += [keras.layers.GlobalAveragePooling2D(name="gap"),
+               keras.layers.Dense(num_classes, name="logits")]
+    return keras.Sequential(layers, name="tiny_cnn")
+
+
+def depthwise_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
+                  filters: tuple[int, ...] = (16, 32, 32)) -> keras.Model:
+    """MobileNet-style CNN: a 3x3 conv, then depthwise 3x3 + pointwise 1x1 blocks."""
+    layers = [keras.layers.InputLayer(input_shape=_check_shape(input_shape)),
+              keras.layers.Conv2D(filters[0], 3, padding="same", activation="relu",
+                                  name="conv1"),
+              keras.layers.MaxPooling2D(2, name="pool1")]
+    for i, n in enumerate(filters[1:], start=2):
+        layers += [keras.layers.DepthwiseConv2D(3, padding="same", activation="relu",
+                                                name=f"dw{i}"),
+                   keras.layers.Conv2D(n, 1, activation="relu", name=f"pw{i}")]
+        if i < len(filters):
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool{i}"))
+    layers += [keras.layers.GlobalAveragePooling2D(name="gap"),
+               keras.layers.Dense(num_classes, name="logits")]
+    return keras.Sequential(layers, name="depthwise_cnn")
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "lenet5": lenet5, "mlp": mlp, "tiny_cnn": tiny_cnn, "depthwise_cnn": depthwise_cnn,
+}
+
+
+def build(name: str, input_shape=(28, 28, 1), num_classes: int = 10, **kwargs) -> keras.Model:
+    """Build an untrained model by name (see ``BUILDERS``)."""
+    if name not in BUILDERS:
+        raise ValueError(f"Unknown model {name!r}. Choose one of {', '.join(BUILDERS)}.")
+    return BUILDERS[name](input_shape, num_classes, **kwargs)
+
+
+# ---------------------------------------------------------------------------- training
+def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    """Compile for integer labels and logits: Adam, sparse cross-entropy, accuracy."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """One tqdm bar over epochs, showing loss and accuracy (a widget in Jupyter)."""
+
+    def __init__(self, epochs: int, description: str = "training"):
+        super().__init__()
+        self.epochs, self.description, self.bar = epochs, description, None
+
+    def on_train_begin(self, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.epochs, desc=self.description, unit="epoch", leave=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in (logs or {}).items()}, refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+def augmented(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,
+              shift: float = 0.1, rotation: float = 0.05) -> tf.data.Dataset:
+    """Shuffled batches with small random shifts and rotations (helps small models)."""
+    augment = keras.Sequential([keras.layers.RandomTranslation(shift, shift, seed=seed),
+                                keras.layers.RandomRotation(rotation, seed=seed + 1)])
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+    return ds.batch(batch_size).map(lambda a, b: (augment(a, training=True), b))
+
+
+def train(model: keras.Model, data: Dataset, epochs: int = 10, batch_size: int = 64,
+          augment: bool = False, seed: int = 0, progress: bool = True,
+          callbacks: list | None = None) -> keras.callbacks.History:
+    """Fit a compiled model on ``data.x_train`` with fixed seeds and a progress bar.
+
+    Args:
+        model: A compiled Keras model (see :func:`compile_model`).
+        data: The dataset to train on.
+        epochs: Passes over the training set.
+        batch_size: Examples per gradient step.
+        augment: Add small random shifts/rotations (see :func:`augmented`).
+        seed: Seed for weight init, shuffling and augmentation.
+        progress: Show a progress bar.
+        callbacks: Extra Keras callbacks (e.g. TFMOT's ``UpdatePruningStep``).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    set_seed(seed)
+    callbacks = list(callbacks or [])
+    if progress:
+        callbacks.append(ProgressBar(epochs, f"training {model.name}"))
+    if augment:
+        return model.fit(augmented(data.x_train, data.y_train, batch_size, seed),
+                         epochs=epochs, verbose=0, callbacks=callbacks)
+    return model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
+                     shuffle=True, verbose=0, callbacks=callbacks)
+
+
+# ---------------------------------------------------------------------------- pretrained
+RECIPES: dict[str, dict] = {
+    # name: training recipe used by pretrained(); changing one retrains (it is in the cache key)
+    "lenet5": {"epochs": 30, "batch_size": 64, "learning_rate": 2e-3, "augment": True},
+    "mlp": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "augment": False},
+    "tiny_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True},
+    "depthwise_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True},
+}
+
+
+def cache_key(*parts) -> str:
+    """A short, stable hash of JSON-serializable parts (recipe, dataset, seed, ...)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cached_model(key: str, build_model: Callable[[], keras.Model],
+                 fit: Callable[[keras.Model], object]) -> keras.Model:
+    """Return ``build_model()`` with weights from the cache, training it with ``fit`` once."""
+    path = cache_dir() / f"{key}.weights.h5"
+    model = build_model()
+    if path.exists():
+        try:
+            model.load_weights(path)
+            return model
+        except Exception as error:  # a corrupt or stale file: train again and replace it
+            warnings.warn(f"ignoring unreadable cache file {path} ({error}); retraining")
+            model = build_model()
+    fit(model)
+    atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
+    return model
+
+
+def pretrained(name: str = "lenet5", dataset: str | Dataset = "mnist5k", seed: int = 0,
+               progress: bool = True) -> keras.Model:
+    """A trained, compiled model; trained once with fixed seeds, then loaded from the cache.
+
+    Args:
+        name: A model in ``BUILDERS`` (``"lenet5"``, ``"mlp"``, ``"tiny_cnn"``, ...).
+        dataset: A dataset name or an already loaded :class:`Dataset`.
+        seed: Seed of the training run (different seeds give different models).
+        progress: Show a progress bar while training.
+
+    Returns:
+        A new compiled Keras model each call (changing it never changes the cache).
+    """
+    if name not in RECIPES:
+        raise ValueError(f"Unknown model {name!r}. Choose one of {', '.join(RECIPES)}.")
+    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    recipe = RECIPES[name]
+    key = f"{name}-{data.name}-seed{seed}-{cache_key(recipe, data.input_shape)}"
+
+    def build_model():
+        set_seed(seed)
+        model = build(name, data.input_shape, data.num_classes)
+        return compile_model(model, recipe["learning_rate"])
+
+    def fit(model):
+        train(model, data, recipe["epochs"], recipe["batch_size"], recipe["augment"], seed,
+              progress)
+
+    return cached_model(key, build_model, fit)

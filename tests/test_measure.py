@@ -1,0 +1,101 @@
+import gzip
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from helpers import measure
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Dense(4 -> 3): 12 kernel weights + 3 biases = 15 parameters."""
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)),
+                              keras.layers.Dense(3, name="dense")])
+    kernel = np.arange(1, 13, dtype=np.float32).reshape(4, 3)
+    model.layers[0].set_weights([kernel, np.zeros(3, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    from helpers import models
+
+    model = models.compile_model(models.build("mlp", digits.input_shape), 1e-2)
+    models.train(model, digits, epochs=3, progress=False)
+    return model
+
+
+def test_counts_on_a_tiny_model(tiny):
+    assert measure.count_params(tiny) == 15
+    assert measure.count_nonzero(tiny) == 12  # biases are zero
+    assert measure.sparsity(tiny) == 0.0  # sparsity counts kernels only
+
+
+def test_sparsity_of_a_hand_made_mask(tiny):
+    mask = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [1, 1, 1]], dtype=np.float32)
+    assert measure.sparsity(mask) == pytest.approx(4 / 12)
+    clone = keras.models.clone_model(tiny)
+    clone.set_weights([tiny.get_weights()[0] * mask, np.ones(3, np.float32)])
+    assert measure.sparsity(clone) == pytest.approx(4 / 12)
+    assert measure.count_nonzero(clone) == 8 + 3
+    with pytest.raises(ValueError, match="empty"):
+        measure.sparsity(np.array([]))
+
+
+def test_sizes_are_real_files(tiny):
+    flatbuffer = measure.to_tflite(tiny)
+    assert flatbuffer[4:8] == b"TFL3"  # the TFLite file identifier
+    assert len(flatbuffer) > 15 * 4  # weights plus the graph
+    assert measure.keras_bytes(tiny) > 15 * 4
+    assert measure.gzip_bytes(flatbuffer) == len(gzip.compress(flatbuffer, 9, mtime=0))
+    zeros, noise = bytes(40_000), np.random.default_rng(0).bytes(40_000)
+    assert measure.gzip_bytes(zeros) < 200 < 39_000 < measure.gzip_bytes(noise)
+
+
+def test_tflite_predictions_match_keras(trained, digits):
+    flatbuffer = measure.to_tflite(trained)
+    np.testing.assert_allclose(measure.predict(flatbuffer, digits.x_test[:50]),
+                               measure.predict(trained, digits.x_test[:50]), atol=1e-4)
+    keras_acc = measure.accuracy(trained, digits.x_test, digits.y_test)
+    assert keras_acc > 0.8
+    assert measure.accuracy(flatbuffer, digits.x_test, digits.y_test) == pytest.approx(
+        keras_acc, abs=0.003)
+
+
+def test_metrics_agree_with_sklearn(trained, digits):
+    from sklearn.metrics import f1_score
+
+    metrics = measure.classification_metrics(trained, digits.x_test, digits.y_test)
+    predicted = np.argmax(trained.predict(digits.x_test, verbose=0), axis=-1)
+    assert metrics["f1"] == pytest.approx(f1_score(digits.y_test, predicted, average="macro"))
+    assert all(0 <= v <= 1 for v in metrics.values())
+
+
+def test_latency_is_positive_and_validated(tiny):
+    assert 0 < measure.latency_tflite_ms(measure.to_tflite(tiny), runs=20) < 50
+    assert 0 < measure.latency_keras_ms(tiny, runs=20) < 500
+    with pytest.raises(ValueError, match="runs must be >= 1, got 0"):
+        measure.latency_keras_ms(tiny, runs=0)
+
+
+def test_bad_tflite_bytes_give_clear_error(digits):
+    with pytest.raises(ValueError, match="not a valid TFLite model"):
+        measure.accuracy(b"this is not a model", digits.x_test[:2], digits.y_test[:2])
+
+
+def test_evaluate_and_compare(trained, digits):
+    report = measure.evaluate(trained, digits, name="mlp", runs=20)
+    assert report.params == 1810 and report.nonzero > 1790 and report.sparsity < 0.01
+    assert 0.8 < report.accuracy <= 1.0
+    tflite_only = measure.evaluate(measure.to_tflite(trained), digits, name="tflite", runs=20)
+    assert tflite_only.keras_bytes is None and tflite_only.accuracy == report.accuracy
+    half = measure.Report(**{**report.__dict__, "name": "half",
+                             "tflite_bytes": report.tflite_bytes // 2,
+                             "accuracy": report.accuracy - 0.01})
+    table = measure.compare([report, half])
+    assert table.loc["mlp", "size ratio"] == 1.0
+    assert table.loc["half", "size ratio"] == pytest.approx(2.0, abs=0.01)
+    assert table.loc["half", "accuracy drop"] == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="at least one"):
+        measure.compare([])

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from helpers import models
+
+
+@pytest.mark.parametrize("name, params", [("lenet5", 61_706), ("mlp", 19_090),
+                                          ("tiny_cnn", 3_738)])
+def test_known_parameter_counts(name, params):
+    assert models.build(name).count_params() == params
+
+
+def test_every_model_builds_for_8x8_digits():
+    for name in models.BUILDERS:
+        model = models.build(name, (8, 8, 1))
+        assert model.output_shape == (None, 10)
+
+
+def test_bad_names_and_shapes():
+    with pytest.raises(ValueError, match="lenet5"):
+        models.build("resnet")
+    with pytest.raises(ValueError, match="input_shape"):
+        models.build("mlp", (28, 28))
+    with pytest.raises(ValueError, match="Unknown model"):
+        models.pretrained("resnet")
+
+
+def test_pretrained_trains_once_then_loads_from_cache(tmp_path, monkeypatch, digits):
+    monkeypatch.setenv("EDGE_AI_CACHE", str(tmp_path))
+    monkeypatch.setitem(models.RECIPES, "mlp", {"epochs": 2, "batch_size": 64,
+                                                "learning_rate": 1e-2, "augment": False})
+    first = models.pretrained("mlp", digits, progress=False)
+    assert len(list(tmp_path.glob("mlp-digits-*.weights.h5"))) == 1
+    accuracy = first.evaluate(digits.x_test, digits.y_test, verbose=0)[1]
+    assert accuracy > 0.5  # two epochs on 8x8 digits already learn something
+
+    monkeypatch.setattr(models, "train", lambda *a, **k: pytest.fail("retrained"))
+    second = models.pretrained("mlp", digits, progress=False)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    second.layers[-1].set_weights([w * 0 for w in second.layers[-1].get_weights()])
+    third = models.pretrained("mlp", digits, progress=False)  # the cache is untouched
+    np.testing.assert_array_equal(third.get_weights()[-2], first.get_weights()[-2])
+
+
+def test_corrupt_cache_file_is_retrained(tmp_path, monkeypatch, digits):
+    monkeypatch.setenv("EDGE_AI_CACHE", str(tmp_path))
+    monkeypatch.setitem(models.RECIPES, "mlp", {"epochs": 1, "batch_size": 64,
+                                                "learning_rate": 1e-2, "augment": False})
+    models.pretrained("mlp", digits, progress=False)
+    (path,) = tmp_path.glob("mlp-digits-*.weights.h5")
+    path.write_bytes(b"not an h5 file")
+    with pytest.warns(UserWarning, match="retraining"):
+        model = models.pretrained("mlp", digits, progress=False)
+    assert model.evaluate(digits.x_test, digits.y_test, verbose=0)[1] > 0.3
+
+
+def test_train_rejects_zero_epochs(digits):
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        models.train(models.compile_model(models.build("mlp", (8, 8, 1))), digits, epochs=0)

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+
+from helpers import quiz
+
+SECTIONS = sorted(p.stem for p in quiz.QUIZ_DIR.glob("*.json"))
+
+
+def test_there_is_a_quiz_for_the_introduction():
+    assert "00_introduction" in SECTIONS
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_quiz_file_is_valid(section):
+    loaded = quiz.load(section)
+    assert len(loaded.questions) >= 3
+    for question in loaded.questions:
+        assert question.explanation
+        assert all(o.feedback for o in question.options)
+
+
+def _single():
+    return quiz.Question("q", "2 + 2?", [quiz.Option("4", True, "yes"),
+                                          quiz.Option("5", False, "off by one")],
+                         explanation="arithmetic")
+
+
+def test_single_choice_feedback():
+    question = _single()
+    assert question.check() == "Pick an answer first."
+    text = question.answer("5").check()
+    assert text.startswith("❌") and "off by one" in text and "arithmetic" in text
+    assert not question.is_correct
+    assert question.answer(0).check().startswith("✅")
+    with pytest.raises(ValueError, match="one answer"):
+        question.answer(0, 1)
+    with pytest.raises(ValueError, match=r"\[0, 1\], got 7"):
+        question.answer(7)
+
+
+def test_multiple_choice_needs_all_and_only_right_options():
+    question = quiz.Question("m", "primes?", [quiz.Option("2", True, "prime"),
+                                              quiz.Option("3", True, "prime"),
+                                              quiz.Option("4", False, "2x2")],
+                             type="multiple")
+    assert not question.answer(0).is_correct
+    assert not question.answer(0, 1, 2).is_correct
+    assert question.answer(1, 0).is_correct
+
+
+def test_invalid_questions_are_rejected():
+    with pytest.raises(ValueError, match="exactly one correct"):
+        quiz.Question("x", "?", [quiz.Option("a", True), quiz.Option("b", True)])
+    with pytest.raises(ValueError, match="type must be"):
+        quiz.Question("x", "?", [quiz.Option("a", True), quiz.Option("b")], type="essay")
+
+
+def test_widget_works_headlessly():
+    box = quiz.show("00_introduction")
+    card = box.children[1]
+    right = card.question.options[card.question.correct[0]].text
+    wrong = next(o.text for o in card.question.options if not o.correct)
+    card.chooser.value = wrong
+    card.button.click()
+    assert "Not quite" in card.feedback.value
+    card.chooser.value = right
+    card.button.click()
+    assert "Correct" in card.feedback.value
+
+
+def test_multiple_choice_widget_headlessly():
+    box = quiz.show("00_introduction")
+    card = next(c for c in box.children[1:] if c.question.type == "multiple")
+    for i, checkbox in enumerate(card.chooser.children):
+        checkbox.value = i in card.question.correct
+    card.button.click()
+    assert "Correct" in card.feedback.value
+
+
+def test_text_version_where_widgets_cannot_render():
+    box = quiz.show("00_introduction")
+    text = box._repr_mimebundle_()["text/plain"]
+    assert text.startswith("Quiz:") and "Q3." in text and "A)" in text
+    key = quiz.load("00_introduction").as_text(answers=True)
+    assert "Answer:" in key
+
+
+def test_bad_quiz_files(tmp_path):
+    with pytest.raises(ValueError, match="known sections"):
+        quiz.load("99_nothing")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid quiz"):
+        quiz.load(broken)
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"title": "t", "questions": []}))
+    with pytest.raises(ValueError, match="no questions"):
+        quiz.load(empty)
