@@ -17,6 +17,7 @@ builder            what                                                        p
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import warnings
@@ -205,17 +206,19 @@ def cached_model(key: str, build_model: Callable[[], keras.Model],
                  fit: Callable[[keras.Model], object]) -> keras.Model:
     """Return ``build_model()`` with weights from the cache, training it with ``fit`` once."""
     path = cache_dir() / f"{key}.weights.h5"
-    model = build_model()
-    if path.exists():
-        try:
-            model.load_weights(path)
-            return model
-        except Exception as error:  # a corrupt or stale file: train again and replace it
-            warnings.warn(f"ignoring unreadable cache file {path} ({error}); retraining")
-            model = build_model()
-    fit(model)
-    atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
-    return model
+    with open(path.with_suffix(".lock"), "w") as lock:  # parallel workers train it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        model = build_model()
+        if path.exists():
+            try:
+                model.load_weights(path)
+                return model
+            except Exception as error:  # a corrupt or stale file: train again, replace it
+                warnings.warn(f"ignoring unreadable cache file {path} ({error}); retraining")
+                model = build_model()
+        fit(model)
+        atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
+        return model
 
 
 def pretrained(name: str = "lenet5", dataset: str | Dataset = "mnist5k", seed: int = 0,
