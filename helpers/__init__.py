@@ -6,9 +6,10 @@ Importing this package configures TensorFlow for the course, once:
   TensorFlow Model Optimization Toolkit (TFMOT) needs;
 * TensorFlow's C++ and Python logs are quieted to errors only.
 
-Import ``helpers`` *before* TensorFlow. Each technique lives in its own module
-(``helpers.data``, ``helpers.models``, ``helpers.measure``, ...); the names listed in
-``__all__`` are the public API.
+Import ``helpers`` *before* TensorFlow; TensorFlow itself loads on first use (see
+``helpers._tf``), so tools that do not need it, like ``python -m helpers.grading``, start fast.
+Each technique lives in its own module (``helpers.data``, ``helpers.models``,
+``helpers.measure``, ...); the names listed in ``__all__`` are the public API.
 """
 from __future__ import annotations
 
@@ -26,28 +27,18 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # same numbers on every x86 CPU
 
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up chatter (CUDA probes) sent to /dev/null."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    import absl.logging
-
-    tf.get_logger().setLevel("ERROR")
-    absl.logging.set_verbosity(absl.logging.ERROR)
-
-
-_import_tensorflow_quietly()
-
-from helpers.data import load_dataset  # noqa: E402
-from helpers.models import pretrained, set_seed  # noqa: E402
-
-__all__ = ["load_dataset", "pretrained", "set_seed"]
+_PUBLIC = {  # name -> module; imported on first use so `python -m helpers.grading` stays fast
+    "load_dataset": "helpers.data",
+    "pretrained": "helpers.models",
+    "set_seed": "helpers.models",
+}
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'helpers' has no attribute {name!r}")

@@ -133,8 +133,7 @@ def _images(x: np.ndarray, side: int, max_value: float) -> np.ndarray:
 
 
 def _load_online(name: str):
-    import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-    import tf_keras as keras
+    from helpers._tf import keras
 
     loader = keras.datasets.mnist if name == "mnist" else keras.datasets.fashion_mnist
     try:

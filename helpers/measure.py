@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
-import tf_keras as keras
+from helpers._tf import keras, tf
 
 from helpers.data import Dataset
 

@@ -25,9 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
-import tf_keras as keras
+from helpers._tf import keras, tf
 
 from helpers.data import Dataset, atomic_write, cache_dir, load_dataset
 
