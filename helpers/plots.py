@@ -100,3 +100,75 @@ def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
             keep.append(name)
             best = row[y]
     return ordered.loc[keep]
+
+
+def binned_histogram(edges: np.ndarray, counts: dict[str, np.ndarray],
+                     title: str = "Weight distribution", ax=None, log: bool = True):
+    """Histograms counted beforehand (e.g. in a sweep), drawn as filled steps on shared bins."""
+    ax = new_axes(title, "weight value", "count (log scale)" if log else "count", ax=ax)
+    for (label, values), color in zip(counts.items(), plt.cm.tab10.colors):
+        ax.stairs(values, edges, fill=True, alpha=0.5, color=color, label=label)
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.8)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def accuracy_vs_sparsity(sparsity_pct: Sequence[float], curves: dict[str, Sequence[float]],
+                         baseline: float | None = None, mark: float | None = None,
+                         title: str = "Accuracy vs sparsity", ax=None):
+    """Accuracy (%) against sparsity (%), one line per recipe; baseline dashed; ``mark`` a line."""
+    ax = new_axes(title, "sparsity (% of kernel weights set to 0)", "test accuracy (%)", ax=ax)
+    for label, values in curves.items():
+        ax.plot(sparsity_pct, values, marker="o", label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color=COLORS["baseline"], linestyle="--",
+                   label=f"unpruned: {baseline:.1f} %")
+    if mark is not None:
+        ax.axvline(mark, color=COLORS["accent"], alpha=0.6)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def quantization_grid(weights: np.ndarray, quantized: np.ndarray,
+                      grids: dict[str, np.ndarray] | None = None, bins: int = 161,
+                      title: str = "Weights on the quantization grid", ax=None):
+    """Histogram of weights and of their quantized values, with the grid levels as lines.
+
+    ``grids`` maps a label to the levels (real values) to draw; a grid with more than 64
+    levels is too fine to see and is left out. Used by ``02_quantization``'s bit-width
+    explorer.
+    """
+    ax = new_axes(title, "weight value", "count (log scale)", ax=ax)
+    edges = np.histogram_bin_edges(np.ravel(weights), bins=bins)
+    ax.stairs(np.histogram(weights, edges)[0], edges, fill=True, color="#bbbbbb",
+              label="float32")
+    ax.stairs(np.histogram(quantized, edges)[0], edges, linewidth=1.4, color=COLORS["cloud"],
+              label="quantized")
+    colors = [COLORS["accent"], COLORS["edge"]]
+    for (label, levels), color in zip((grids or {}).items(), colors):
+        if len(levels) <= 64:
+            ax.vlines(levels, 0, 1, transform=ax.get_xaxis_transform(), color=color,
+                      alpha=0.5, linewidth=0.8, label=label)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.8)
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def accuracy_vs_bits(bits: Sequence[int], curves: dict[str, Sequence[float]],
+                     baseline: float | None = None, mark: int | None = None,
+                     title: str = "Accuracy vs weight bit-width", ax=None):
+    """Accuracy (%) against bits per weight, one line per scheme; float baseline dashed."""
+    ax = new_axes(title, "bits per weight", "test accuracy (%)", ax=ax)
+    for label, values in curves.items():
+        ax.plot(bits, values, marker="o", markersize=4, label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color=COLORS["baseline"], linestyle="--",
+                   label=f"float32: {baseline:.1f} %")
+    if mark is not None:
+        ax.axvline(mark, color=COLORS["accent"], alpha=0.6)
+    ax.set_xticks(list(bits))
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
