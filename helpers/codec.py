@@ -1,0 +1,658 @@
+"""The Deep Compression codec: pruning + weight sharing + Huffman coding, as real bytes.
+
+Han, Mao and Dally (2016), "Deep Compression", ICLR, store a pruned and clustered layer as
+
+1. **sparse positions** as *relative indices*: for each non-zero weight, the number of zeros
+   skipped since the previous one. The paper uses a fixed width (8 bits for conv, 5 for fc)
+   and inserts a padding zero when a gap does not fit. We use an equivalent exact scheme:
+   with ``b`` index bits the largest symbol ``2**b - 1`` is an *escape* meaning "skip that
+   many zeros, no weight here", so a long run of zeros costs a few escapes;
+2. **values** as indices into a per-layer k-means codebook (``k = 2**bits`` at most; see
+   ``helpers.clustering``);
+3. both symbol streams **Huffman coded** (from scratch, canonical codes, so a code table is
+   just one 4-bit length per symbol).
+
+Everything needed to decode -- header, tensor names and shapes, codebooks, Huffman tables,
+bit streams and the raw biases -- goes into one ``bytes`` blob, and the size we report is its
+exact length. Codebooks and biases are float32 by default; ``codebook_dtype="float16"`` and
+``raw_dtype="float16"`` halve them (the decoded values are then the float16-rounded ones). ``decode(blob)`` gives back the weights bit for bit: an already clustered model
+is stored losslessly; a tensor with more distinct values than its codebook allows is clustered
+first, and then the decoded weights equal those clustered weights exactly.
+
+Public API: :func:`deep_compress` -> :class:`CompressedModel` (:func:`encode` for named
+arrays), :func:`decode`,
+:func:`decompress`, :func:`huffman_code` -> :class:`HuffmanCode`, :func:`entropy`,
+:func:`relative_indices` / :func:`absolute_positions`. Used by the benchmark
+(``helpers.benchmark``) and the Deep Compression part of the conclusion.
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from helpers._tf import keras
+
+from helpers.clustering import INITS, kmeans
+
+MAGIC = b"DCZ1"
+MAX_CODE_LENGTH = 15  # code lengths fit in 4 bits
+RAW_DTYPES = {"float32": 0, "float16": 1}
+_KIND_RAW32, _KIND_RAW16, _KIND_CODED, _KIND_CODED16 = 0, 1, 2, 3
+_FLOAT = {"float32": "<f4", "float16": "<f2"}
+DEFAULT_BITS = {2: 5, 4: 8}  # by kernel ndim: fc 5 bits, conv 8 bits (Han et al. 2016)
+
+
+# ============================================================================ Huffman coding
+def _validate_counts(counts) -> np.ndarray:
+    array = np.asarray(counts)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"counts must be a non-empty 1-D array of symbol frequencies, got "
+                         f"shape {array.shape}")
+    if array.dtype.kind not in "iu" or np.any(array < 0):
+        raise ValueError("counts must be non-negative integers (how often each symbol occurs)")
+    if array.size > 65536:
+        raise ValueError(f"counts must have at most 65536 symbols, got {array.size}")
+    return array.astype(np.int64)
+
+
+def entropy(counts) -> float:
+    """Shannon entropy in bits per symbol of a frequency table (a bound for any code)."""
+    array = _validate_counts(counts)
+    p = array[array > 0] / array.sum() if array.sum() else np.array([1.0])
+    return float(-(p * np.log2(p)).sum())
+
+
+def _huffman_lengths(counts: np.ndarray) -> np.ndarray:
+    """Code length of each symbol from the classic Huffman merge (0 for unused symbols)."""
+    lengths = np.zeros(counts.size, dtype=np.int64)
+    used = np.flatnonzero(counts)
+    if used.size == 1:
+        lengths[used] = 1  # marks the lone symbol; HuffmanCode stores it in 0 bits
+        return lengths
+    heap = [(int(counts[s]), int(s), [int(s)]) for s in used]  # (weight, tie-break, members)
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        w1, t1, m1 = heapq.heappop(heap)
+        w2, t2, m2 = heapq.heappop(heap)
+        lengths[m1 + m2] += 1  # every member of a merged node goes one level deeper
+        heapq.heappush(heap, (w1 + w2, min(t1, t2), m1 + m2))
+    return lengths
+
+
+@dataclass(frozen=True)
+class HuffmanCode:
+    """A canonical prefix code over the symbols ``0 .. alphabet_size - 1``.
+
+    Canonical: codes are assigned in order of (length, symbol), so the per-symbol code
+    lengths alone define the code, and they are all a decoder needs (``to_bytes``).
+    A code with a single used symbol (table length 1) spends zero bits per symbol: the
+    decoder knows how many symbols to produce, so nothing needs to be stored.
+    """
+
+    lengths: np.ndarray  # code length per symbol, 0 = symbol never occurs
+
+    @property
+    def alphabet_size(self) -> int:
+        return int(self.lengths.size)
+
+    @property
+    def is_lone(self) -> bool:
+        """True if only one symbol is used: then every code word is empty (0 bits)."""
+        return int(np.count_nonzero(self.lengths)) == 1
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The canonical code word of each symbol (as an integer of ``lengths`` bits)."""
+        codes = np.zeros(self.lengths.size, dtype=np.int64)
+        code, previous = 0, 0
+        for symbol in sorted(np.flatnonzero(self.lengths), key=lambda s: (self.lengths[s], s)):
+            code <<= int(self.lengths[symbol]) - previous
+            codes[symbol], previous = code, int(self.lengths[symbol])
+            code += 1
+        return codes
+
+    def bits(self, counts) -> int:
+        """Total encoded length in bits of a message with these symbol counts."""
+        counts = _validate_counts(counts)
+        if counts.size != self.alphabet_size:
+            raise ValueError(f"counts must have {self.alphabet_size} entries (the alphabet), "
+                             f"got {counts.size}")
+        if np.any((counts > 0) & (self.lengths == 0)):
+            raise ValueError("counts has symbols that this code cannot encode (length 0)")
+        return 0 if self.is_lone else int((counts * self.lengths).sum())
+
+    def average_length(self, counts) -> float:
+        """Mean code length in bits per symbol for a message with these counts."""
+        counts = _validate_counts(counts)
+        return self.bits(counts) / max(int(counts.sum()), 1)
+
+    def encode(self, symbols) -> bytes:
+        """The concatenated code words of ``symbols``, zero-padded to whole bytes."""
+        symbols = np.asarray(symbols, dtype=np.int64).ravel()
+        if symbols.size == 0:
+            return b""
+        if symbols.min() < 0 or symbols.max() >= self.alphabet_size \
+                or np.any(self.lengths[symbols] == 0):
+            raise ValueError("symbols contains values this code cannot encode")
+        if self.is_lone:
+            return b""
+        lengths = self.lengths[symbols]
+        longest = int(lengths.max())
+        aligned = self.codes[symbols] << (longest - lengths)  # left-align every code word
+        shifts = np.arange(longest - 1, -1, -1)
+        bit_matrix = (aligned[:, None] >> shifts) & 1
+        keep = np.arange(longest) < lengths[:, None]
+        return np.packbits(bit_matrix[keep].astype(np.uint8)).tobytes()
+
+    def decode(self, data: bytes, count: int) -> np.ndarray:
+        """Read ``count`` symbols from the start of ``data`` (table-driven, one per step).
+
+        Returns:
+            The symbols as an int64 array. Raises ValueError if ``data`` runs out.
+        """
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self.is_lone:
+            return np.full(count, int(np.flatnonzero(self.lengths)[0]), dtype=np.int64)
+        longest = int(self.lengths.max())
+        bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8)).astype(np.int64)
+        padded = np.concatenate([bits, np.zeros(longest, dtype=np.int64)])
+        window = np.zeros(bits.size, dtype=np.int64)  # the next `longest` bits at each position
+        for j in range(longest):
+            window = (window << 1) | padded[j:j + bits.size]
+        table_symbol = np.full(1 << longest, -1, dtype=np.int64)
+        table_length = np.zeros(1 << longest, dtype=np.int64)
+        for symbol, (code, length) in enumerate(zip(self.codes, self.lengths)):
+            if length:
+                start = int(code) << (longest - int(length))
+                stop = start + (1 << (longest - int(length)))
+                table_symbol[start:stop], table_length[start:stop] = symbol, length
+        window, table_symbol, table_length = (window.tolist(), table_symbol.tolist(),
+                                              table_length.tolist())
+        out, position, size = [], 0, len(window)
+        for _ in range(count):
+            if position >= size:
+                raise ValueError(f"Huffman stream ended after {len(out)} of {count} symbols")
+            entry = window[position]
+            out.append(table_symbol[entry])
+            position += table_length[entry]
+        if position > size or -1 in out:
+            raise ValueError("corrupt Huffman stream (a code word runs past the data)")
+        return np.asarray(out, dtype=np.int64)
+
+    def to_bytes(self) -> bytes:
+        """The table: one 4-bit code length per symbol of the alphabet, packed two a byte."""
+        nibbles = self.lengths.astype(np.uint8)
+        if nibbles.size % 2:
+            nibbles = np.append(nibbles, 0)
+        return ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, alphabet_size: int) -> "HuffmanCode":
+        """Inverse of :meth:`to_bytes` (the decoder knows the alphabet size)."""
+        packed = np.frombuffer(bytes(data), dtype=np.uint8)
+        lengths = np.stack([packed >> 4, packed & 15], axis=1).ravel()[:alphabet_size]
+        return cls(lengths.astype(np.int64))
+
+
+def huffman_code(counts, max_length: int = MAX_CODE_LENGTH) -> HuffmanCode:
+    """Build an optimal prefix code (Huffman 1952) for symbols with these frequencies.
+
+    Args:
+        counts: How often each symbol ``0 .. len(counts) - 1`` occurs (non-negative ints).
+        max_length: Longest allowed code word, in [1, 15]. In the rare case Huffman's code
+            is longer, the counts are halved (keeping every used symbol) until it fits, as
+            JPEG encoders do; the code is then near-optimal.
+
+    Returns:
+        A canonical :class:`HuffmanCode`; average length within 1 bit of :func:`entropy`.
+
+    Example:
+        >>> code = huffman_code([5, 1, 1, 2])
+        >>> code.lengths.tolist(), code.decode(code.encode([0, 3, 1]), 3).tolist()
+        ([1, 3, 3, 2], [0, 3, 1])
+    """
+    counts = _validate_counts(counts)
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
+            or not 1 <= max_length <= MAX_CODE_LENGTH:
+        raise ValueError(f"max_length must be an integer in [1, {MAX_CODE_LENGTH}], "
+                         f"got {max_length!r}")
+    used = int(np.count_nonzero(counts))
+    if used > 1 << max_length:
+        raise ValueError(f"max_length {max_length} cannot give {used} symbols distinct codes")
+    lengths = _huffman_lengths(counts)
+    while lengths.max(initial=0) > max_length:
+        counts = np.where(counts > 0, np.maximum(counts // 2, 1), 0)
+        lengths = _huffman_lengths(counts)
+    return HuffmanCode(lengths)
+
+
+# ============================================================================ sparse positions
+def _validate_index_bits(index_bits) -> int:
+    if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)) \
+            or not 1 <= index_bits <= 8:
+        raise ValueError(f"index_bits must be an integer in [1, 8], got {index_bits!r}")
+    return int(index_bits)
+
+
+def relative_indices(mask, index_bits: int) -> np.ndarray:
+    """Sparse positions as gap symbols: zeros skipped before each non-zero, with escapes.
+
+    Args:
+        mask: Which entries are non-zero (any shape; read in C order).
+        index_bits: Bits per symbol ``b`` in [1, 8]. Symbols ``0 .. 2**b - 2`` mean "skip that
+            many zeros, then a non-zero"; the escape ``2**b - 1`` means "skip ``2**b - 1``
+            zeros, no weight" (the paper's padding zero, without needing a stored value).
+
+    Returns:
+        The gap symbols (int64). Trailing zeros need no symbol: the shape is known.
+    """
+    escape = (1 << _validate_index_bits(index_bits)) - 1
+    positions = np.flatnonzero(np.asarray(mask).ravel())
+    gaps = np.diff(positions, prepend=-1) - 1
+    escapes = gaps // escape
+    symbols = np.full(int(escapes.sum()) + positions.size, escape, dtype=np.int64)
+    symbols[np.cumsum(escapes + 1) - 1] = gaps % escape
+    return symbols
+
+
+def absolute_positions(symbols, index_bits: int) -> np.ndarray:
+    """Inverse of :func:`relative_indices`: the flat positions of the non-zero entries."""
+    escape = (1 << _validate_index_bits(index_bits)) - 1
+    symbols = np.asarray(symbols, dtype=np.int64)
+    steps = np.where(symbols == escape, escape, symbols + 1)
+    return (np.cumsum(steps) - 1)[symbols != escape]
+
+
+# ============================================================================ byte helpers
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, so small numbers take one byte."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, blob: bytes):
+        self.blob, self.position = bytes(blob), 0
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.position + size > len(self.blob):
+            raise ValueError(f"truncated blob: needed {size} bytes at offset {self.position}, "
+                             f"{len(self.blob) - self.position} left")
+        chunk = self.blob[self.position:self.position + size]
+        self.position += size
+        return chunk
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+            if shift > 63:
+                raise ValueError("corrupt blob: varint too long")
+
+    def peek(self, size: int) -> bytes:
+        """Up to ``size`` bytes from the current position, without consuming them."""
+        return self.blob[self.position:self.position + size]
+
+
+# ============================================================================ one tensor
+@dataclass
+class _Encoded:
+    """One tensor's record, split into sections so the size breakdown is exact."""
+
+    header: bytes = b""
+    codebook: bytes = b""
+    tables: bytes = b""
+    positions: bytes = b""
+    values: bytes = b""
+    raw: bytes = b""
+    weights: np.ndarray | None = None  # what decode() will return for this tensor
+    info: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.header + self.codebook + self.tables + self.positions + self.values \
+            + self.raw
+
+
+def _header(name: str, kind: int, shape: tuple[int, ...]) -> bytes:
+    encoded = name.encode("utf-8")
+    return (_varint(len(encoded)) + encoded + bytes([kind, len(shape)])
+            + b"".join(_varint(d) for d in shape))
+
+
+def _codebook(values: np.ndarray, bits: int, init: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook, index per value): exact if there are few enough distinct values."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    if distinct.size <= 1 << bits:
+        return distinct.astype(np.float32), inverse
+    return kmeans(values, 1 << bits, init)  # weight sharing inside the codec (lossy)
+
+
+def _best_index_bits(mask: np.ndarray, index_bits: int | None) -> int:
+    """The given index width, or (None) the width 1..8 giving the fewest bytes."""
+    if index_bits is not None:
+        return _validate_index_bits(index_bits)
+    best, best_bytes = 1, None
+    for bits in range(1, 9):
+        symbols = relative_indices(mask, bits)
+        counts = np.bincount(symbols, minlength=1 << bits)
+        code = huffman_code(counts)
+        size = len(code.to_bytes()) + (code.bits(counts) + 7) // 8
+        if best_bytes is None or size < best_bytes:
+            best, best_bytes = bits, size
+    return best
+
+
+def _encode_kernel(name: str, array: np.ndarray, bits: int, index_bits: int | None,
+                   init: str, codebook_dtype: str = "float32") -> _Encoded:
+    flat = array.astype(np.float32).ravel()
+    mask = flat != 0
+    record = _Encoded(info={"kind": "deep compression", "bits": bits})
+    index_bits = _best_index_bits(mask, index_bits)
+    codebook, value_symbols = _codebook(flat[mask], bits, init) if mask.any() else \
+        (np.zeros(0, np.float32), np.zeros(0, np.int64))
+    if codebook_dtype == "float16":  # round the centroids; merge any that become equal
+        codebook, remap = np.unique(codebook.astype(np.float16), return_inverse=True)
+        value_symbols = remap[value_symbols]
+    position_symbols = relative_indices(mask, index_bits)
+    kind = _KIND_CODED if codebook_dtype == "float32" else _KIND_CODED16
+    record.header = (_header(name, kind, array.shape) + bytes([index_bits])
+                     + _varint(codebook.size) + _varint(position_symbols.size))
+    record.codebook = codebook.astype(_FLOAT[codebook_dtype]).tobytes()
+    codebook = codebook.astype(np.float32)
+    if position_symbols.size:
+        gap_code = huffman_code(np.bincount(position_symbols, minlength=1 << index_bits))
+        value_code = huffman_code(np.bincount(value_symbols, minlength=codebook.size))
+        record.tables = gap_code.to_bytes() + value_code.to_bytes()
+        record.positions = gap_code.encode(position_symbols)
+        record.values = value_code.encode(value_symbols)
+    decoded = np.zeros(flat.size, np.float32)
+    decoded[mask] = codebook[value_symbols]
+    record.weights = decoded.reshape(array.shape)
+    record.info.update(index_bits=index_bits, codebook=int(codebook.size),
+                       nonzero=int(mask.sum()), escapes=int(position_symbols.size - mask.sum()))
+    return record
+
+
+def _encode_raw(name: str, array: np.ndarray, raw_dtype: str) -> _Encoded:
+    kind = RAW_DTYPES[raw_dtype]
+    stored = array.astype("<f4" if kind == _KIND_RAW32 else "<f2")
+    return _Encoded(header=_header(name, kind, array.shape), raw=stored.tobytes(),
+                    weights=stored.astype(np.float32),
+                    info={"kind": raw_dtype, "nonzero": int(np.count_nonzero(array))})
+
+
+def _max_bytes(code: HuffmanCode, count: int) -> int:
+    """An upper bound on the bytes ``count`` symbols of ``code`` can take."""
+    return (count * int(code.lengths.max(initial=0)) + 7) // 8
+
+
+def _decode_tensor(reader: _Reader) -> tuple[str, np.ndarray]:
+    name = reader.take(reader.varint()).decode("utf-8")
+    kind, ndim = reader.byte(), reader.byte()
+    shape = tuple(reader.varint() for _ in range(ndim))
+    size = int(np.prod(shape, dtype=np.int64))
+    if kind in (_KIND_RAW32, _KIND_RAW16):
+        dtype = "<f4" if kind == _KIND_RAW32 else "<f2"
+        raw = reader.take(size * np.dtype(dtype).itemsize)
+        return name, np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(shape)
+    if kind not in (_KIND_CODED, _KIND_CODED16):
+        raise ValueError(f"corrupt blob: unknown tensor kind {kind} for {name!r}")
+    index_bits, k, n_symbols = reader.byte(), reader.varint(), reader.varint()
+    dtype = "<f4" if kind == _KIND_CODED else "<f2"
+    codebook = np.frombuffer(reader.take(np.dtype(dtype).itemsize * k),
+                             dtype=dtype).astype(np.float32)
+    flat = np.zeros(size, np.float32)
+    if n_symbols:
+        gap_code = HuffmanCode.from_bytes(reader.take(((1 << index_bits) + 1) // 2),
+                                          1 << index_bits)
+        value_code = HuffmanCode.from_bytes(reader.take((k + 1) // 2), k)
+        symbols = gap_code.decode(reader.peek(_max_bytes(gap_code, n_symbols)), n_symbols)
+        reader.take((gap_code.bits(np.bincount(symbols, minlength=1 << index_bits)) + 7) // 8)
+        positions = absolute_positions(symbols, index_bits)
+        values = value_code.decode(reader.peek(_max_bytes(value_code, positions.size)),
+                                   positions.size)
+        reader.take((value_code.bits(np.bincount(values, minlength=k)) + 7) // 8)
+        if positions.size and positions[-1] >= size:
+            raise ValueError(f"corrupt blob: position {positions[-1]} outside {name!r}")
+        flat[positions] = codebook[values]
+    return name, flat.reshape(shape)
+
+
+# ============================================================================ models
+def named_weights(model: keras.Model) -> list[tuple[str, np.ndarray]]:
+    """``("layer/weight", array)`` for every weight of a model, in ``get_weights()`` order."""
+    named = []
+    for layer in model.layers:
+        for variable in layer.weights:
+            short = variable.name.split("/")[-1].split(":")[0]
+            named.append((f"{layer.name}/{short}", variable.numpy()))
+    if len(named) != len(model.weights):  # nested models or shared layers: fall back
+        named = [(v.name.split(":")[0], v.numpy()) for v in model.weights]
+    return named
+
+
+def _bits_for(name: str, array: np.ndarray, bits) -> int:
+    layer = name.split("/")[0]
+    if isinstance(bits, Mapping):
+        value = bits.get(name, bits.get(layer))
+        if value is None:
+            value = DEFAULT_BITS.get(array.ndim, 8)
+    elif bits is None:
+        value = DEFAULT_BITS.get(array.ndim, 8)
+    else:
+        value = bits
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 1 <= value <= 8:
+        raise ValueError(f"bits for {name!r} must be an integer in [1, 8], got {value!r} "
+                         f"(the codebook holds at most 2**bits values)")
+    return int(value)
+
+
+@dataclass
+class CompressedModel:
+    """The output of :func:`deep_compress`: the blob, what it decodes to, and where bytes go."""
+
+    blob: bytes
+    names: list[str]
+    weights: list[np.ndarray]  # exactly what decode(blob) returns, in get_weights() order
+    breakdown: pd.DataFrame  # bytes per tensor and per stream; sums to len(blob)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the blob: everything a device needs to rebuild the weights."""
+        return len(self.blob)
+
+    def __len__(self) -> int:
+        return len(self.blob)
+
+    def ratio(self, reference_bytes: int) -> float:
+        """How many times smaller than ``reference_bytes`` (e.g. the float32 TFLite file)."""
+        return reference_bytes / self.size
+
+    def per_layer(self) -> pd.DataFrame:
+        """Bytes per layer (kernel + bias) and per section, plus each layer's share in %."""
+        table = self.breakdown.copy()
+        table["layer"] = [name.split("/")[0] for name in table.index]
+        numeric = ["params", "nonzero", *SECTIONS, "total B"]
+        grouped = table.groupby("layer", sort=False)[numeric].sum()
+        grouped["share %"] = (100 * grouped["total B"] / self.size).round(1)
+        return grouped
+
+    def to_model(self, model: keras.Model) -> keras.Model:
+        """A compiled copy of ``model`` holding the decoded weights."""
+        return decompress(self.blob, model)
+
+
+def _validate_model(model) -> None:
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
+
+
+def encode(tensors: Mapping[str, np.ndarray], bits: int | Mapping[str, int] | None = None,
+           index_bits: int | None = None, raw_dtype: str = "float32", init: str = "linear",
+           raw: Collection[str] | None = None, codebook_dtype: str = "float32"
+           ) -> CompressedModel:
+    """Encode named weight tensors into one blob (the engine of :func:`deep_compress`).
+
+    Args:
+        tensors: ``{name: array}`` in the order to store them (names like ``"fc1/kernel"``).
+        bits: Codebook index width, in [1, 8]: one int, ``{layer or tensor name: bits}`` (a
+            layer name is the part before ``/``), or ``None`` for 8 bits on conv kernels
+            (4-D) and 5 bits on fully connected ones (2-D), as in Han et al. 2016.
+        index_bits: Relative-index symbol width in [1, 8], or ``None`` to pick per tensor
+            the width giving the fewest bytes.
+        raw_dtype: ``"float32"`` or ``"float16"`` for the tensors stored raw.
+        init: k-means initialization for tensors that have to be clustered.
+        raw: Names of tensors to store raw; default every tensor with ``ndim < 2``
+            (biases). Pass ``()`` to code every tensor.
+        codebook_dtype: ``"float32"`` (exact) or ``"float16"`` (half the codebook bytes; the
+            decoded weights are then the float16-rounded centroids).
+
+    Returns:
+        A :class:`CompressedModel` (``names``, ``weights`` = the decoded arrays, ``blob``,
+        ``breakdown``).
+    """
+    if not isinstance(tensors, Mapping) or not tensors:
+        raise ValueError(f"tensors must be a non-empty mapping of name -> array, got "
+                         f"{type(tensors).__name__}")
+    for argument, value in (("raw_dtype", raw_dtype), ("codebook_dtype", codebook_dtype)):
+        if value not in RAW_DTYPES:
+            raise ValueError(f"{argument} must be one of {', '.join(map(repr, RAW_DTYPES))}, "
+                             f"got {value!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+    if index_bits is not None:
+        _validate_index_bits(index_bits)
+    named = [(str(name), np.asarray(array)) for name, array in tensors.items()]
+    known = {n for n, _ in named} | {n.split("/")[0] for n, _ in named}
+    for argument, names in (("bits", bits if isinstance(bits, Mapping) else ()),
+                            ("raw", raw or ())):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ValueError(f"{argument} names unknown layers or tensors {unknown}")
+    records = []
+    for name, array in named:
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"tensor {name!r} must be numeric, got dtype {array.dtype}")
+        if array.size and not np.all(np.isfinite(array)):
+            raise ValueError(f"tensor {name!r} must be finite, got NaN or inf")
+        stored_raw = array.ndim < 2 if raw is None else (
+            name in raw or name.split("/")[0] in raw)
+        if stored_raw:
+            records.append(_encode_raw(name, array, raw_dtype))
+        else:
+            records.append(_encode_kernel(name, array, _bits_for(name, array, bits),
+                                          index_bits, init, codebook_dtype))
+    file_header = MAGIC + _varint(len(records))
+    blob = file_header + b"".join(r.to_bytes() for r in records)
+    return CompressedModel(blob, [n for n, _ in named], [r.weights for r in records],
+                           _breakdown(file_header, named, records))
+
+
+def _breakdown(file_header: bytes, named, records) -> pd.DataFrame:
+    """Bytes per tensor and per section; the total column sums to the blob length."""
+    rows = [{"tensor": "(file header)", "stored as": "", "shape": "", "params": 0,
+             "nonzero": 0, "codebook size": 0, "index bits": 0, "header B": len(file_header),
+             "codebook B": 0, "tables B": 0, "positions B": 0, "values B": 0, "raw B": 0}]
+    for (name, array), r in zip(named, records):
+        rows.append({"tensor": name, "stored as": r.info["kind"], "shape": str(array.shape),
+                     "params": int(array.size), "nonzero": r.info["nonzero"],
+                     "codebook size": r.info.get("codebook", 0),
+                     "index bits": r.info.get("index_bits", 0),
+                     "header B": len(r.header), "codebook B": len(r.codebook),
+                     "tables B": len(r.tables), "positions B": len(r.positions),
+                     "values B": len(r.values), "raw B": len(r.raw)})
+    breakdown = pd.DataFrame(rows).set_index("tensor")
+    breakdown["total B"] = breakdown[list(SECTIONS)].sum(axis=1)
+    return breakdown
+
+
+SECTIONS = ("header B", "codebook B", "tables B", "positions B", "values B", "raw B")
+
+
+def deep_compress(model: keras.Model, bits: int | Mapping[str, int] | None = None,
+                  index_bits: int | None = None, raw_dtype: str = "float32",
+                  init: str = "linear", codebook_dtype: str = "float32") -> CompressedModel:
+    """Encode a (pruned, optionally clustered) model the Deep Compression way.
+
+    Kernels (weights with ``ndim >= 2``) are stored as Huffman-coded relative indices of
+    their non-zeros plus Huffman-coded codebook indices; every other weight (biases,
+    normalization statistics) is stored raw.
+
+    Args:
+        model: A Keras model; prune (and cluster) it first, zeros are what make it small.
+        bits: Codebook index width per kernel, in [1, 8] (codebook of at most ``2**bits``
+            values): one int, ``{layer or weight name: bits}``, or ``None`` for the paper's
+            choice, 8 bits for conv kernels and 5 bits for fully connected ones. A kernel
+            with more distinct non-zero values than ``2**bits`` is clustered with k-means.
+        index_bits: Width of a relative-index symbol in [1, 8], or ``None`` to pick, per
+            kernel, the width that gives the fewest bytes (the paper fixes 8 for conv and 5
+            for fc).
+        raw_dtype: ``"float32"`` (exact) or ``"float16"`` (half the bytes; the decoded
+            biases are then the float16-rounded values) for the non-kernel weights.
+        init: k-means centroid initialization when a kernel must be clustered.
+        codebook_dtype: ``"float32"`` (exact) or ``"float16"`` (half the codebook bytes;
+            the decoded kernels then hold the float16-rounded centroids).
+
+    Returns:
+        A :class:`CompressedModel`; ``decode(result.blob)`` equals ``result.weights``, and
+        ``result.size`` is the exact byte count of everything needed to rebuild them.
+
+    Example:
+        >>> compressed = deep_compress(pruned_and_clustered_model)  # doctest: +SKIP
+        >>> compressed.size, compressed.breakdown["total B"].sum()  # doctest: +SKIP
+    """
+    _validate_model(model)
+    return encode(dict(named_weights(model)), bits, index_bits, raw_dtype, init,
+                  codebook_dtype=codebook_dtype)
+
+
+def decode(blob: bytes) -> dict[str, np.ndarray]:
+    """Decode a :func:`deep_compress` blob into ``{name: float32 array}``, in model order."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise ValueError(f"blob must be bytes, got {type(blob).__name__}")
+    reader = _Reader(blob)
+    if reader.take(len(MAGIC)) != MAGIC:
+        raise ValueError(f"blob is not a Deep Compression blob (it does not start with "
+                         f"{MAGIC!r})")
+    tensors = dict(_decode_tensor(reader) for _ in range(reader.varint()))
+    if reader.position != len(reader.blob):
+        raise ValueError(f"corrupt blob: {len(reader.blob) - reader.position} unread bytes")
+    return tensors
+
+
+def decompress(blob: bytes | CompressedModel, model: keras.Model) -> keras.Model:
+    """A compiled copy of ``model`` (the architecture) with the weights decoded from ``blob``."""
+    from helpers.models import compile_model
+
+    _validate_model(model)
+    if isinstance(blob, CompressedModel):
+        blob = blob.blob
+    tensors = list(decode(blob).items())
+    targets = model.get_weights()
+    if len(tensors) != len(targets):
+        raise ValueError(f"blob holds {len(tensors)} tensors but the model has "
+                         f"{len(targets)} weights: not the same architecture")
+    for (name, array), target in zip(tensors, targets):
+        if array.shape != target.shape:
+            raise ValueError(f"tensor {name!r} has shape {array.shape} but the model expects "
+                             f"{target.shape}: not the same architecture")
+    clone = keras.models.clone_model(model)
+    clone.set_weights([array for _, array in tensors])
+    return compile_model(clone)
