@@ -188,6 +188,77 @@ def load(section: str | Path) -> Quiz:
     return Quiz(raw.get("title", path.stem), questions)
 
 
+@dataclass
+class Card:
+    term: str
+    definition: str
+
+
+def load_cards(path: str | Path = QUIZ_DIR.parent / "glossary.json") -> list[Card]:
+    """Read glossary flash cards (``{"cards": [{"term": ..., "definition": ...}]}``)."""
+    path = Path(path)
+    try:
+        cards = [Card(c["term"], c["definition"])
+                 for c in json.loads(path.read_text(encoding="utf-8"))["cards"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a valid glossary: {type(error).__name__}: {error}") \
+            from None
+    if not cards:
+        raise ValueError(f"{path} has no cards")
+    return cards
+
+
+def flash_cards(path: str | Path = QUIZ_DIR.parent / "glossary.json", shuffle_seed: int | None = 0):
+    """A flash-card widget: a term; *Flip* shows its definition; *Next* / *Back* move on.
+
+    The widget exposes ``cards``, ``index``, ``showing_term`` and its buttons (``flip``,
+    ``next``, ``back``) so it can be driven headlessly. Its text form lists every card.
+    """
+    import random
+
+    import ipywidgets as widgets
+
+    cards = load_cards(path)
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(cards)
+
+    class CardBox(widgets.VBox):
+        def _repr_mimebundle_(box, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs) or {}
+            bundle["text/plain"] = "\n".join(f"{c.term}: {c.definition}" for c in cards)
+            return bundle
+
+    face = widgets.HTML(layout=widgets.Layout(min_height="90px", border="1px solid #ccc",
+                                              padding="12px", width="95%"))
+    counter = widgets.Label()
+    buttons = {name: widgets.Button(description=name.capitalize())
+               for name in ("back", "flip", "next")}
+    box = CardBox([face, widgets.HBox([buttons["back"], buttons["flip"], buttons["next"],
+                                       counter])])
+    box.cards, box.index, box.showing_term, box.face = cards, 0, True, face
+    box.flip, box.next, box.back = buttons["flip"], buttons["next"], buttons["back"]
+
+    def render():
+        card = cards[box.index]
+        face.value = (f"<h3>{card.term}</h3><i>(press Flip)</i>" if box.showing_term
+                      else f"<b>{card.term}</b><p>{card.definition}</p>")
+        counter.value = f"card {box.index + 1} of {len(cards)}"
+
+    def move(step):
+        box.index, box.showing_term = (box.index + step) % len(cards), True
+        render()
+
+    def flip(_):
+        box.showing_term = not box.showing_term
+        render()
+
+    buttons["flip"].on_click(flip)
+    buttons["next"].on_click(lambda _: move(1))
+    buttons["back"].on_click(lambda _: move(-1))
+    render()
+    return box
+
+
 def show(section: str | Path):
     """The quiz of a section as an interactive widget (text where widgets cannot render)."""
     return load(section).widget()

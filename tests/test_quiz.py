@@ -97,3 +97,33 @@ def test_bad_quiz_files(tmp_path):
     empty.write_text(json.dumps({"title": "t", "questions": []}))
     with pytest.raises(ValueError, match="no questions"):
         quiz.load(empty)
+
+
+def test_glossary_flash_cards_flip_and_move():
+    box = quiz.flash_cards()
+    assert len(box.cards) >= 30
+    first = box.cards[0]
+    assert first.term in box.face.value and first.definition not in box.face.value
+    box.flip.click()
+    assert first.definition in box.face.value
+    box.next.click()
+    assert box.index == 1 and box.cards[1].term in box.face.value and box.showing_term
+    box.back.click()
+    box.back.click()
+    assert box.index == len(box.cards) - 1  # wraps around
+    assert "Quantization:" in box._repr_mimebundle_()["text/plain"]
+
+
+def test_glossary_covers_the_seed_terms():
+    terms = {c.term for c in quiz.load_cards()}
+    for needed in ("Pruning", "Quantization", "Knowledge distillation", "TinyML",
+                   "Lottery ticket hypothesis", "Quantization-aware training (QAT)",
+                   "Layer (operator) fusion", "Per-channel quantization"):
+        assert needed in terms
+
+
+def test_bad_glossary(tmp_path):
+    bad = tmp_path / "g.json"
+    bad.write_text('{"cards": [{"term": "x"}]}')
+    with pytest.raises(ValueError, match="not a valid glossary"):
+        quiz.load_cards(bad)
