@@ -31,6 +31,19 @@ _PUBLIC = {  # name -> module; imported on first use so `python -m helpers.gradi
     "load_dataset": "helpers.data",
     "pretrained": "helpers.models",
     "set_seed": "helpers.models",
+    "evaluate": "helpers.measure",
+    "compare": "helpers.measure",
+    "prune_low_magnitude": "helpers.pruning",
+    "prune_and_fine_tune": "helpers.pruning",
+    "quantize_dynamic_range": "helpers.quantization",
+    "quantize_float16": "helpers.quantization",
+    "quantize_int8": "helpers.quantization",
+    "Distiller": "helpers.distillation",
+    "cluster_model": "helpers.clustering",
+    "factorize": "helpers.lowrank",
+    "deep_compress": "helpers.codec",
+    "export_c": "helpers.tinyml",
+    "arena_size": "helpers.tinyml",
 }
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"

@@ -131,29 +131,55 @@ def accuracy_vs_sparsity(sparsity_pct: Sequence[float], curves: dict[str, Sequen
     return ax
 
 
-def quantization_grid(weights: np.ndarray, quantized: np.ndarray,
-                      grids: dict[str, np.ndarray] | None = None, bins: int = 161,
+def quantization_axes(weights: np.ndarray, bins: int = 161,
+                      grid_labels: Sequence[str] = ("grid",),
                       title: str = "Weights on the quantization grid", ax=None):
-    """Histogram of weights and of their quantized values, with the grid levels as lines.
+    """The static part of :func:`quantization_grid`: float32 histogram, fixed limits, legend.
 
-    ``grids`` maps a label to the levels (real values) to draw; a grid with more than 64
-    levels is too fine to see and is left out. Used by ``02_quantization``'s bit-width
-    explorer.
+    Counts are on a log axis from 0.8 to the number of weights, so that a quantized level
+    holding most weights still fits. :func:`quantization_overlay` adds the rest.
     """
     ax = new_axes(title, "weight value", "count (log scale)", ax=ax)
     edges = np.histogram_bin_edges(np.ravel(weights), bins=bins)
     ax.stairs(np.histogram(weights, edges)[0], edges, fill=True, color="#bbbbbb",
               label="float32")
-    ax.stairs(np.histogram(quantized, edges)[0], edges, linewidth=1.4, color=COLORS["cloud"],
-              label="quantized")
-    colors = [COLORS["accent"], COLORS["edge"]]
-    for (label, levels), color in zip((grids or {}).items(), colors):
-        if len(levels) <= 64:
-            ax.vlines(levels, 0, 1, transform=ax.get_xaxis_transform(), color=color,
-                      alpha=0.5, linewidth=0.8, label=label)
     ax.set_yscale("log")
-    ax.set_ylim(bottom=0.8)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylim(0.8, 2 * np.size(weights))
+    ax.set_xlim(edges[0], edges[-1])
+    handles = [plt.Line2D([], [], color=COLORS["cloud"], linewidth=1.4, label="quantized")]
+    handles += [plt.Line2D([], [], color=color, alpha=0.6, label=label)
+                for label, color in zip(grid_labels, (COLORS["accent"], COLORS["edge"]))]
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=8,
+              loc="upper right")
+    return ax
+
+
+def quantization_overlay(ax, weights: np.ndarray, quantized: np.ndarray,
+                         grids: dict[str, np.ndarray] | None = None, bins: int = 161) -> list:
+    """Add the quantized histogram and the grid levels to an axes from :func:`quantization_axes`.
+
+    A grid with more than 64 levels is too fine to see and is left out. Returns the artists
+    added (the bit-width explorer blits them onto a saved background).
+    """
+    edges = np.histogram_bin_edges(np.ravel(weights), bins=bins)
+    artists = [ax.stairs(np.histogram(quantized, edges)[0], edges, linewidth=1.4,
+                         color=COLORS["cloud"])]
+    for levels, color in zip((grids or {}).values(), (COLORS["accent"], COLORS["edge"])):
+        if len(levels) <= 64:
+            artists.append(ax.vlines(levels, 0, 1, transform=ax.get_xaxis_transform(),
+                                     color=color, alpha=0.6, linewidth=0.8))
+    return artists
+
+
+def quantization_grid(weights: np.ndarray, quantized: np.ndarray,
+                      grids: dict[str, np.ndarray] | None = None, bins: int = 161,
+                      title: str = "Weights on the quantization grid", ax=None):
+    """Histogram of weights and of their quantized values, with the grid levels as lines.
+
+    ``grids`` maps a label to the levels (real values) to draw. Used by ``02_quantization``.
+    """
+    ax = quantization_axes(weights, bins, tuple(grids or ()), title, ax)
+    quantization_overlay(ax, weights, quantized, grids, bins)
     return ax
 
 
@@ -170,5 +196,54 @@ def accuracy_vs_bits(bits: Sequence[int], curves: dict[str, Sequence[float]],
     if mark is not None:
         ax.axvline(mark, color=COLORS["accent"], alpha=0.6)
     ax.set_xticks(list(bits))
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
+def soft_targets(probabilities: Sequence[float], class_names: Sequence[str],
+                 temperature: float | None = None, true_class: int | None = None,
+                 title: str | None = None, ax=None):
+    """One predicted distribution as bars (``03_distillation``: a teacher's soft targets).
+
+    The true class is drawn in the accent colour; the y axis is fixed to [0, 1] so that
+    distributions at different temperatures compare at a glance.
+    """
+    if title is None:
+        title = "Teacher's soft targets" + (f" at T = {temperature:g}" if temperature else "")
+    ax = new_axes(title, "class", "probability", ax=ax)
+    colors = [COLORS["accent"] if i == true_class else COLORS["cloud"]
+              for i in range(len(class_names))]
+    ax.bar(range(len(class_names)), probabilities, color=colors)
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_ylim(0, 1)
+    return ax
+
+
+def student_comparison(results: pd.DataFrame, teacher_accuracy: float | None = None,
+                       title: str = "Same student, same budget: scratch vs distilled", ax=None):
+    """Mean ± std bar per method with each seed as a dot; the teacher as a dashed line.
+
+    ``results`` has columns ``method`` and ``accuracy %`` (one row per seed), as returned by
+    ``helpers.distillation.compare_students``.
+    """
+    ax = new_axes(title, "", "test accuracy (%)", ax=ax)
+    methods = list(dict.fromkeys(results["method"]))
+    stats = results.groupby("method")["accuracy %"].agg(["mean", "std"]).loc[methods]
+    colors = [COLORS["baseline"], COLORS["edge"], COLORS["cloud"]]
+    for i, (method, color) in enumerate(zip(methods, colors)):
+        values = results.loc[results["method"] == method, "accuracy %"]
+        ax.scatter(np.full(len(values), i + 0.12), values, color=color, s=22, alpha=0.7,
+                   zorder=3, label="one seed" if i == 0 else None)
+        ax.errorbar(i, stats.loc[method, "mean"], yerr=np.nan_to_num(stats.loc[method, "std"]),
+                    fmt="o", markersize=9, capsize=8, color=color, zorder=4,
+                    label="mean ± std over seeds" if i == 0 else None)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    if teacher_accuracy is not None:
+        ax.axhline(teacher_accuracy, color=COLORS["accent"], linestyle="--",
+                   label=f"teacher: {teacher_accuracy:.1f} %")
+    low = min(results["accuracy %"].min(), teacher_accuracy or 100)
+    ax.set_ylim(max(0, low - 2), min(100, max(results["accuracy %"].max(),
+                                             teacher_accuracy or 0) + 1))
     ax.legend(fontsize=8, loc="lower right")
     return ax
