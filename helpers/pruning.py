@@ -74,6 +74,13 @@ def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_data(data) -> Dataset:
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data must be a Dataset from helpers.data.load_dataset, "
+                         f"got {type(data).__name__}")
+    return data
+
+
 def _check_model(model) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
@@ -406,9 +413,10 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
         A compiled, plain Keras model.
     """
     _check_model(model)
+    _check_data(data)
     epochs = _check_positive_int(epochs, "epochs")
     batch_size = _check_positive_int(batch_size, "batch_size")
-    if not 0 < learning_rate < 1:
+    if not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < 1:
         raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
     wrapped = is_wrapped(model)
 
@@ -450,6 +458,7 @@ def prune_and_fine_tune(model: keras.Model, data: Dataset,
     Returns:
         A plain, compiled model whose kernels have the requested sparsity.
     """
+    _check_data(data)
     epochs = _check_positive_int(epochs, "epochs")
     batch_size = _check_positive_int(batch_size, "batch_size")
     if not 0 < ramp <= 1:
@@ -624,6 +633,8 @@ def sparsity_sweep(model: keras.Model, data: Dataset,
     Returns:
         A :class:`SparsitySweep`.
     """
+    _check_model(model)
+    _check_data(data)
     points = [_check_sparsity(s, f"sparsities[{i}]") for i, s in enumerate(sparsities)]
     if not points or sorted(set(points)) != points:
         raise ValueError(f"sparsities must be increasing and distinct, got {list(sparsities)}")

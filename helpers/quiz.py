@@ -259,6 +259,20 @@ def flash_cards(path: str | Path = QUIZ_DIR.parent / "glossary.json", shuffle_se
     return box
 
 
-def show(section: str | Path):
-    """The quiz of a section as an interactive widget (text where widgets cannot render)."""
-    return load(section).widget()
+def show(section: str | Path, ids: list[str] | None = None, exclude: list[str] = ()):
+    """The quiz of a section as an interactive widget (text where widgets cannot render).
+
+    Args:
+        section: ``lessons/quizzes/<section>.json`` (or a path to a quiz file).
+        ids: Show only these questions, e.g. a "predict, then run" question before an
+            experiment.
+        exclude: Leave these questions out, e.g. one already asked earlier.
+    """
+    loaded = load(section)
+    known = [q.id for q in loaded.questions]
+    unknown = [i for i in list(ids or []) + list(exclude) if i not in known]
+    if unknown:
+        raise ValueError(f"no question {unknown} in {section!r}; its questions are {known}")
+    chosen = [q for q in loaded.questions
+              if (ids is None or q.id in ids) and q.id not in exclude]
+    return Quiz(loaded.title, chosen).widget()

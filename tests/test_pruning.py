@@ -96,7 +96,7 @@ def test_prune_low_magnitude_returns_a_pruned_copy(lenet, mnist5k):
     assert report.loc["total", "nonzero"] == 61_470 - 38_400
 
 
-def test_bad_arguments_give_clear_errors(lenet):
+def test_bad_arguments_give_clear_errors(lenet, mnist5k):
     w = np.ones((3, 3))
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got 1.5"):
         pruning.magnitude_mask(w, 1.5)
@@ -120,7 +120,11 @@ def test_bad_arguments_give_clear_errors(lenet):
     with pytest.raises(ValueError, match="mask for 'fc1' must have shape"):
         pruning.apply_masks(lenet, {"fc1": np.ones((3, 3), bool)})
     with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
-        pruning.fine_tune(lenet, None, epochs=0)
+        pruning.fine_tune(lenet, mnist5k, epochs=0)
+    with pytest.raises(ValueError, match="data must be a Dataset.*got str"):
+        pruning.prune_and_fine_tune(lenet, "mnist5k", 0.9)
+    with pytest.raises(ValueError, match="learning_rate must be in"):
+        pruning.fine_tune(lenet, mnist5k, learning_rate=5.0)
 
 
 # ---------------------------------------------------------------------------- TFMOT

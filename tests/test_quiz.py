@@ -127,3 +127,12 @@ def test_bad_glossary(tmp_path):
     bad.write_text('{"cards": [{"term": "x"}]}')
     with pytest.raises(ValueError, match="not a valid glossary"):
         quiz.load_cards(bad)
+
+
+def test_show_selected_questions():
+    only = quiz.show("00_introduction", ids=["intro-2"])
+    assert [c.question.id for c in only.children[1:]] == ["intro-2"]
+    rest = quiz.show("00_introduction", exclude=["intro-2"])
+    assert "intro-2" not in [c.question.id for c in rest.children[1:]]
+    with pytest.raises(ValueError, match="no question"):
+        quiz.show("00_introduction", ids=["nope"])
