@@ -257,7 +257,7 @@ def write(frame: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     else:
         path.write_text(json.dumps(rounded.reset_index().to_dict(orient="records"), indent=2))
     ax = plots.tradeoff(frame, "bytes", "accuracy %", title="Accuracy vs size (one run)",
-                        logx=True, pareto=True)
+                        logx=True, pareto=True, label_points="front")
     figure = out / "pareto.png"
     ax.figure.savefig(figure, dpi=120)
     return [path, figure]

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from helpers._tf import keras, tf
+from helpers._validate import positive_int
 
 
 # ---------------------------------------------------------------------------- validation
@@ -45,12 +46,6 @@ def _check_alpha(alpha) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return value
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------- the maths
@@ -253,7 +248,7 @@ def similar_classes(similarity: pd.DataFrame, top: int = 5) -> pd.DataFrame:
         A DataFrame with columns ``true class``, ``looks like`` and ``mean probability``,
         largest first (the diagonal, a class resembling itself, is left out).
     """
-    top = _check_positive_int("top", top)
+    top = positive_int(top, "top")
     values = similarity.to_numpy(dtype=float).copy()
     np.fill_diagonal(values, -np.inf)
     order = np.argsort(values, axis=None)[::-1][:top]
@@ -414,8 +409,8 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)

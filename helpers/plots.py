@@ -69,20 +69,22 @@ def weight_histogram(weights: np.ndarray | Sequence[np.ndarray], labels: Sequenc
 
 
 def tradeoff(table: pd.DataFrame, x: str, y: str, title: str = "Trade-off",
-             label_points: bool = True, logx: bool = False, pareto: bool = False, ax=None):
+             label_points: bool | str = True, logx: bool = False, pareto: bool = False, ax=None):
     """Scatter one measured column against another; optionally mark the Pareto front.
 
     The Pareto front is the set of rows no other row beats on both axes, taking smaller
-    ``x`` (e.g. bytes) and larger ``y`` (e.g. accuracy) as better.
+    ``x`` (e.g. bytes) and larger ``y`` (e.g. accuracy) as better. ``label_points="front"``
+    names only the rows on the front (many close points make labels unreadable).
     """
     ax = new_axes(title, x, y, ax=ax)
     ax.scatter(table[x], table[y], s=40, color=COLORS["cloud"], zorder=3)
+    front = pareto_front(table, x, y)
     if label_points:
-        for name, row in table.iterrows():
-            ax.annotate(str(name), (row[x], row[y]), fontsize=8, xytext=(4, 3),
+        labelled = front if label_points == "front" else table
+        for name, row in labelled.iterrows():
+            ax.annotate(str(name), (row[x], row[y]), fontsize=8, xytext=(4, -10),
                         textcoords="offset points")
     if pareto:
-        front = pareto_front(table, x, y)
         ax.plot(front[x], front[y], color=COLORS["accent"], marker="o", linestyle="-",
                 label="Pareto front", zorder=4)
         ax.legend()

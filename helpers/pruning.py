@@ -31,15 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tf_keras as keras
-import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+from helpers import measure, models
+from helpers._tf import keras
+from helpers._validate import dataset, positive_int
+from helpers.data import Dataset, atomic_write, cache_dir
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa
     PruneLowMagnitude,
 )
-
-from helpers import measure, models
-from helpers.data import Dataset, atomic_write, cache_dir
 
 _sparsity_api = tfmot.sparsity.keras
 SCOPES = ("layer", "global")
@@ -62,23 +62,10 @@ def _check_sparsity(value, name: str = "sparsity") -> float:
     return float(value)
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
-
-
-def _check_data(data) -> Dataset:
-    if not isinstance(data, Dataset):
-        raise ValueError(f"data must be a Dataset from helpers.data.load_dataset, "
-                         f"got {type(data).__name__}")
-    return data
 
 
 def _check_model(model) -> keras.Model:
@@ -296,8 +283,8 @@ def pruning_schedule(kind: str, sparsity: float, end_step: int, initial_sparsity
     _check_choice(kind, "kind", SCHEDULES)
     sparsity = _check_sparsity(sparsity)
     initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
-    end_step = _check_positive_int(end_step, "end_step")
-    frequency = _check_positive_int(frequency, "frequency")
+    end_step = positive_int(end_step, "end_step")
+    frequency = positive_int(frequency, "frequency")
     if kind == "constant":
         return _sparsity_api.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
     if end_step < frequency:
@@ -413,9 +400,9 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
         A compiled, plain Keras model.
     """
     _check_model(model)
-    _check_data(data)
-    epochs = _check_positive_int(epochs, "epochs")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    dataset(data)
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
     if not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < 1:
         raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
     wrapped = is_wrapped(model)
@@ -458,9 +445,9 @@ def prune_and_fine_tune(model: keras.Model, data: Dataset,
     Returns:
         A plain, compiled model whose kernels have the requested sparsity.
     """
-    _check_data(data)
-    epochs = _check_positive_int(epochs, "epochs")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    dataset(data)
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
     if not 0 < ramp <= 1:
         raise ValueError(f"ramp must be in (0, 1], got {ramp}")
     steps = epochs * int(np.ceil(len(data.x_train) / batch_size))
@@ -634,12 +621,12 @@ def sparsity_sweep(model: keras.Model, data: Dataset,
         A :class:`SparsitySweep`.
     """
     _check_model(model)
-    _check_data(data)
+    dataset(data)
     points = [_check_sparsity(s, f"sparsities[{i}]") for i, s in enumerate(sparsities)]
     if not points or sorted(set(points)) != points:
         raise ValueError(f"sparsities must be increasing and distinct, got {list(sparsities)}")
-    bins = _check_positive_int(bins, "bins")
-    epochs = _check_positive_int(epochs, "epochs")
+    bins = positive_int(bins, "bins")
+    epochs = positive_int(epochs, "epochs")
     _check_choice(schedule, "schedule", SCHEDULES)
     _check_choice(scope, "scope", SCOPES)
     recipe = {"sparsities": points, "epochs": epochs, "schedule": schedule, "scope": scope,

@@ -46,6 +46,7 @@ import pandas as pd
 
 from helpers import measure
 from helpers._tf import keras, tf
+from helpers._validate import dataset, positive_int
 from helpers.data import Dataset
 from helpers.models import augmented, compile_model, set_seed, train
 
@@ -85,12 +86,6 @@ def _check_axis(axis, ndim: int) -> int | None:
     return int(axis) % ndim
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def _check_learning_rate(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(f"learning_rate must be in (0, 1), got {value!r}")
@@ -104,13 +99,6 @@ def _check_model(model) -> keras.Model:
         raise ValueError(f"model {model.name!r} has no input shape yet: build it (e.g. start "
                          f"it with an InputLayer) before quantizing or converting it")
     return model
-
-
-def _check_data(data) -> Dataset:
-    if not isinstance(data, Dataset):
-        raise ValueError(f"data must be a helpers.data.Dataset (see load_dataset), got "
-                         f"{type(data).__name__}")
-    return data
 
 
 # ---------------------------------------------------------------------------- from scratch
@@ -607,7 +595,7 @@ def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
     Raises:
         ValueError: a bad bit-width or granularity, or a model with no float kernels.
     """
-    data = _check_data(data)
+    data = dataset(data)
     if isinstance(model, (bytes, bytearray)):
         flatbuffer = _check_tflite(model, "model")
     else:
@@ -780,7 +768,7 @@ def evaluate_tflite(model: bytes | str | Path, data: Dataset, name: str | None =
         name = name or path.stem
         model = path.read_bytes()
     flatbuffer = _check_tflite(model, "model")
-    return measure.evaluate(flatbuffer, _check_data(data), name=name, runs=runs)
+    return measure.evaluate(flatbuffer, dataset(data), name=name, runs=runs)
 
 
 # ---------------------------------------------------------------------------- QAT
@@ -818,10 +806,10 @@ def qat_ste(model: keras.Model, data: Dataset, bits: int = 8, epochs: int = 2,
         A compiled copy whose kernels hold ``bits``-bit values (at most ``2^bits - 1``
         distinct values per channel).
     """
-    model, data = _check_model(model), _check_data(data)
-    bits, epochs = _check_bits(bits), _check_positive_int(epochs, "epochs")
+    model, data = _check_model(model), dataset(data)
+    bits, epochs = _check_bits(bits), positive_int(epochs, "epochs")
     learning_rate = _check_learning_rate(learning_rate)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     set_seed(seed)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -882,10 +870,10 @@ def qat_tfmot(model: keras.Model, data: Dataset, weight_bits: int = 8, activatio
     """
     import tensorflow_model_optimization as tfmot
 
-    model, data = _check_model(model), _check_data(data)
+    model, data = _check_model(model), dataset(data)
     weight_bits = _check_bits(weight_bits, "weight_bits", 2, 8)
     activation_bits = _check_bits(activation_bits, "activation_bits", 2, 8)
-    epochs = _check_positive_int(epochs, "epochs")
+    epochs = positive_int(epochs, "epochs")
     learning_rate = _check_learning_rate(learning_rate)
     set_seed(seed)
     with warnings.catch_warnings():

@@ -39,8 +39,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-import helpers  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tf_keras as keras
+from helpers._tf import keras
 
 from helpers import data as _data
 from helpers.measure import predict_tflite

@@ -37,7 +37,7 @@ def test_values_are_sane_and_consistent(quick):
         assert 0 < row["accuracy %"] <= 100, row
         assert row["bytes"] > 0 and row["gzip bytes"] > 0 and row["latency ms"] > 0, row
         assert 0 < row["nonzero"] <= row["params"], row
-        assert row["size ratio"] == pytest.approx(base["bytes"] / row["bytes"], rel=0.01)
+        assert row["size ratio"] == pytest.approx(base["bytes"] / row["bytes"], abs=0.06)  # 1 decimal
         assert row["accuracy drop"] == pytest.approx(base["accuracy %"] - row["accuracy %"],
                                                      abs=0.02)
     assert by_name["full int8 (PTQ)"]["size ratio"] > 3

@@ -190,7 +190,7 @@ def test_model_arguments_are_checked(mnist5k):
     unbuilt = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="has no input shape yet"):
         qz.quantize_dynamic_range(unbuilt)
-    with pytest.raises(ValueError, match="data must be a helpers.data.Dataset"):
+    with pytest.raises(ValueError, match="data must be a Dataset"):
         qz.bitwidth_sweep(models.mlp(), "mnist5k")
 
 
