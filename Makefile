@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: lab test labs check-labs benchmark clean
+.PHONY: lab test prepare labs check-labs benchmark clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + "); run: make PYTHON=/path/to/python3.11")'
@@ -22,6 +22,12 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS)
+
+prepare: $(STAMP)         ## run every lesson once, headless, so its models are cached before class
+	@for nb in lessons/*.ipynb lessons/deeper/*.ipynb; do \
+	  echo "running $$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --stdout "$$nb" > /dev/null || exit 1; \
+	done
 
 labs: $(STAMP)            ## regenerate labs/ from solutions/
 	$(BIN)/python -m helpers.grading generate

@@ -11,6 +11,8 @@ def _import_quietly():
     try:
         os.dup2(devnull, 2)  # CUDA probes print to fd 2 before logging is configured
         import tensorflow
+
+        tensorflow.config.list_physical_devices()  # the CUDA probe ("failed call to cuInit")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
