@@ -594,11 +594,6 @@ class SparsitySweep:
     baseline_accuracy: float
 
 
-def _accuracy(model: keras.Model, data: Dataset) -> float:
-    logits = model(data.x_test, training=False).numpy()
-    return float(np.mean(np.argmax(logits, axis=-1) == data.y_test))
-
-
 def _all_kernels(model: keras.Model) -> np.ndarray:
     return np.concatenate([_kernel(model.get_layer(name)).ravel()
                            for name in prunable_layers(model)])
@@ -645,13 +640,14 @@ def sparsity_sweep(model: keras.Model, data: Dataset,
             model, data, s, epochs, schedule, scope, cache=cache, progress=progress)
         flatbuffer = measure.to_tflite(tuned)
         survivors = _all_kernels(tuned)
-        rows.append([s, _accuracy(one_shot, data), _accuracy(tuned, data), len(flatbuffer),
+        rows.append([s, measure.accuracy(one_shot, data.x_test, data.y_test),
+                     measure.accuracy(tuned, data.x_test, data.y_test), len(flatbuffer),
                      measure.gzip_bytes(flatbuffer), measure.sparsity(tuned)])
         survivors = np.clip(survivors[survivors != 0], edges[0], edges[-1])  # count them all
         counts.append(np.histogram(survivors, edges)[0])
     arrays = {"rows": np.array(rows, dtype=np.float64), "edges": edges,
               "dense_counts": np.histogram(dense, edges)[0], "counts": np.array(counts),
-              "baseline_accuracy": np.array(_accuracy(model, data))}
+              "baseline_accuracy": np.array(measure.accuracy(model, data.x_test, data.y_test))}
     if cache:
         atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
     return _sweep_from_arrays(arrays)

@@ -13,11 +13,6 @@ def _mse(values, codebook, indices):
 
 
 @pytest.fixture(scope="module")
-def lenet(mnist5k):
-    return models.pretrained("lenet5", mnist5k, progress=False)
-
-
-@pytest.fixture(scope="module")
 def pruned(lenet):
     """LeNet with 90% of fc1 and 50% of fc2 removed by magnitude (no fine-tuning)."""
     model = keras.models.clone_model(lenet)

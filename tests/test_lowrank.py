@@ -8,11 +8,6 @@ from helpers._tf import keras
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(scope="module")
-def lenet(mnist5k):
-    return models.pretrained("lenet5", mnist5k, progress=False)
-
-
 def test_svd_factors_are_the_best_rank_r_approximation():
     kernel = RNG.normal(size=(60, 40))
     a, b = lowrank.svd_factors(kernel, 40)

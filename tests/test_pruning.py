@@ -13,11 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def lenet(mnist5k):
-    return models.pretrained("lenet5", mnist5k, progress=False)
-
-
-@pytest.fixture(scope="module")
 def mlp(digits):
     """A small trained MLP on 8x8 digits (1,810 parameters): fast to fine-tune."""
     model = models.compile_model(models.build("mlp", digits.input_shape), 1e-2)

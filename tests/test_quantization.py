@@ -23,11 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def lenet(mnist5k):
-    return models.pretrained("lenet5", mnist5k, progress=False)
-
-
-@pytest.fixture(scope="module")
 def float_tflite(lenet):
     return measure.to_tflite(lenet)
 
