@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from helpers._tf import keras, tf
-
+from helpers._validate import positive_int
 from helpers.data import Dataset, atomic_write, cache_dir, load_dataset
 
 
@@ -43,25 +43,33 @@ def _check_shape(input_shape) -> tuple[int, int, int]:
     return shape
 
 
-def lenet5(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
+def lenet5(input_shape=(28, 28, 1), num_classes: int = 10, width: int = 1) -> keras.Model:
     """LeNet-5: conv(6, 5x5) - pool - conv(16, 5x5) - pool - dense 120 - 84 - classes.
 
-    On 8x8 inputs (``digits``) the second conv keeps its size with 'same' padding.
+    ``width`` multiplies every filter and unit count (MobileNet's width multiplier): the
+    weights grow about ``width**2`` times. On 8x8 inputs (``digits``) the second conv keeps
+    its size with 'same' padding.
     """
     shape = _check_shape(input_shape)
+    width = positive_int(width, "width")
     small = shape[0] < 20
     return keras.Sequential([
         keras.layers.InputLayer(input_shape=shape),
-        keras.layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(6 * width, 5, padding="same", activation="relu", name="conv1"),
         keras.layers.MaxPooling2D(2, name="pool1"),
-        keras.layers.Conv2D(16, 5, padding="same" if small else "valid", activation="relu",
-                            name="conv2"),
+        keras.layers.Conv2D(16 * width, 5, padding="same" if small else "valid",
+                            activation="relu", name="conv2"),
         keras.layers.MaxPooling2D(2, name="pool2"),
         keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(120, activation="relu", name="fc1"),
-        keras.layers.Dense(84, activation="relu", name="fc2"),
+        keras.layers.Dense(120 * width, activation="relu", name="fc1"),
+        keras.layers.Dense(84 * width, activation="relu", name="fc2"),
         keras.layers.Dense(num_classes, name="logits"),
-    ], name="lenet5")
+    ], name="lenet5" if width == 1 else f"lenet5_x{width}")
+
+
+def lenet5_x4(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
+    """LeNet-5 four times wider (973K weights on MNIST): big enough that weights dominate."""
+    return lenet5(input_shape, num_classes, width=4)
 
 
 def mlp(input_shape=(28, 28, 1), num_classes: int = 10, hidden: int = 24) -> keras.Model:
@@ -107,7 +115,7 @@ def depthwise_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
 
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "lenet5": lenet5, "mlp": mlp, "tiny_cnn": tiny_cnn, "depthwise_cnn": depthwise_cnn,
+    "lenet5": lenet5, "lenet5_x4": lenet5_x4, "mlp": mlp, "tiny_cnn": tiny_cnn, "depthwise_cnn": depthwise_cnn,
 }
 
 
@@ -188,6 +196,7 @@ def train(model: keras.Model, data: Dataset, epochs: int = 10, batch_size: int =
 RECIPES: dict[str, dict] = {
     # name: training recipe used by pretrained(); changing one retrains (it is in the cache key)
     "lenet5": {"epochs": 30, "batch_size": 64, "learning_rate": 2e-3, "augment": True},
+    "lenet5_x4": {"epochs": 15, "batch_size": 64, "learning_rate": 2e-3, "augment": True},
     "mlp": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "augment": False},
     "tiny_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True},
     "depthwise_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True},

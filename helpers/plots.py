@@ -249,3 +249,18 @@ def student_comparison(results: pd.DataFrame, teacher_accuracy: float | None = N
                                              teacher_accuracy or 0) + 1))
     ax.legend(fontsize=8, loc="lower right")
     return ax
+
+
+def size_ratios(ratios: pd.Series, ideal: float = 4.0,
+                title: str = "How much smaller is the int8 file?"):
+    """Horizontal bars of float32 / int8 file-size ratios, with the weights-only ideal dashed."""
+    ax = new_axes(title, "float32 TFLite bytes / int8 TFLite bytes", "")
+    labels = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in ratios.index]
+    bars = ax.barh(labels, ratios.to_numpy(), color=COLORS["edge"])
+    ax.bar_label(bars, fmt="%.2fx", padding=-40, color="white", fontsize=9, weight="bold")
+    ax.axvline(ideal, color=COLORS["baseline"], linestyle="--",
+               label=f"{ideal:g}x: 4-byte weights become 1-byte codes")
+    ax.set_xlim(0, ideal * 1.1)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    return ax

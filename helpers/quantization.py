@@ -17,8 +17,10 @@ A float ``x`` is stored as a small integer ``q`` and a real number is recovered 
   :func:`quantize_float16` and :func:`quantize_int8` (full integer with a representative
   dataset, int8 input and output); :func:`tflite_quantized_weights` reads the int8 kernels and
   scales back out of a flatbuffer, :func:`agreement_with_tflite` checks the from-scratch
-  per-channel int8 against them, :func:`size_breakdown` shows where a flatbuffer's bytes go and
-  :func:`evaluate_tflite` measures any ``.tflite`` file (through ``helpers.measure``).
+  per-channel int8 against them, :func:`size_breakdown` shows where a flatbuffer's bytes go,
+  :func:`int8_size_ratios` how the float32/int8 size ratio depends on the model and the
+  scales, and :func:`evaluate_tflite` measures any ``.tflite`` file (through
+  ``helpers.measure``).
 
 Conventions (the same as TFLite's): integers are signed. Affine ``b``-bit codes span
 ``[-2^(b-1), 2^(b-1) - 1]`` and the range is widened to include 0, so 0 is exact; symmetric
@@ -463,6 +465,47 @@ def size_breakdown(flatbuffer: bytes) -> dict[str, int]:
                 params += 8 * quant.ZeroPointLength()
     return {"weights": weights, "quantization parameters": params,
             "graph and metadata": len(flatbuffer) - weights - params, "total": len(flatbuffer)}
+
+
+def int8_size_ratios(models: dict[str, keras.Model], data: Dataset,
+                     num_samples: int = 200) -> pd.DataFrame:
+    """How much smaller full int8 makes each model, with per-channel and per-tensor weights.
+
+    Every model is converted to float32 and to full-int8 TFLite (calibrated on the first
+    ``num_samples`` training examples) and both files are run on the test split.
+
+    Args:
+        models: ``{label: trained Keras model}``.
+        data: The dataset the models were trained on.
+        num_samples: Calibration examples for each int8 conversion.
+
+    Returns:
+        One row per (model, granularity): ``weights`` (parameter count), ``float32 KB``,
+        ``int8 KB``, ``size ratio`` (float32 bytes / int8 bytes), ``quantization parameters
+        KB`` (scales and zero points in the int8 file), ``float32 accuracy %``, ``int8
+        accuracy %`` and ``accuracy drop`` (points).
+    """
+    data = dataset(data)
+    if not isinstance(models, dict) or not models:
+        raise ValueError("models must be a non-empty dict {label: trained Keras model}")
+    rows = []
+    for label, model in models.items():
+        float_tflite = measure.to_tflite(_check_model(model))
+        float_accuracy = 100 * measure.accuracy(float_tflite, data.x_test, data.y_test)
+        for granularity in ("per-channel", "per-tensor"):
+            int8 = quantize_int8(model, data.x_train, num_samples,
+                                 per_channel=granularity == "per-channel")
+            int8_accuracy = 100 * measure.accuracy(int8, data.x_test, data.y_test)
+            rows.append({"model": label, "granularity": granularity,
+                         "weights": measure.count_params(model),
+                         "float32 KB": len(float_tflite) / 1024, "int8 KB": len(int8) / 1024,
+                         "size ratio": len(float_tflite) / len(int8),
+                         "quantization parameters KB":
+                             size_breakdown(int8)["quantization parameters"] / 1024,
+                         "float32 accuracy %": float_accuracy,
+                         "int8 accuracy %": int8_accuracy,
+                         "accuracy drop": float_accuracy - int8_accuracy})
+    return pd.DataFrame(rows).set_index(["model", "granularity"])
 
 
 def _keras_kernel_as_tflite(layer, kernel: np.ndarray) -> np.ndarray:

@@ -4,10 +4,20 @@ import pytest
 from helpers import models
 
 
-@pytest.mark.parametrize("name, params", [("lenet5", 61_706), ("mlp", 19_090),
-                                          ("tiny_cnn", 3_738)])
+@pytest.mark.parametrize("name, params", [("lenet5", 61_706), ("lenet5_x4", 972_554),
+                                          ("mlp", 19_090), ("tiny_cnn", 3_738)])
 def test_known_parameter_counts(name, params):
     assert models.build(name).count_params() == params
+
+
+def test_lenet5_width_multiplier():
+    wide = models.lenet5(width=2)
+    assert wide.name == "lenet5_x2"
+    assert [layer.get_weights()[0].shape[-1] for layer in wide.layers if layer.get_weights()] \
+        == [12, 32, 240, 168, 10]
+    for width in (0, 1.5, True):
+        with pytest.raises(ValueError, match="width must be an integer >= 1"):
+            models.lenet5(width=width)
 
 
 def test_every_model_builds_for_8x8_digits():
