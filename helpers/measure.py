@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from helpers._tf import keras, tf
-
 from helpers.data import Dataset
 
+TFLITE_FILE_ID = b"TFL3"  # the flatbuffer file identifier of every .tflite file (bytes 4-8)
 
 
 # ---------------------------------------------------------------------------- counting
@@ -80,12 +80,43 @@ def gzip_bytes(data: bytes | keras.Model) -> int:
     return len(gzip.compress(bytes(data), compresslevel=9, mtime=0))
 
 
+def load_tflite(model: bytes | bytearray | str | Path, name: str = "model") -> bytes:
+    """Return the bytes of a TFLite flatbuffer, from bytes or a ``.tflite`` path, checked.
+
+    Args:
+        model: Flatbuffer bytes, or the path of a ``.tflite`` file.
+        name: What to call ``model`` in error messages.
+
+    Raises:
+        ValueError: the file does not exist, or the bytes are not a TFLite flatbuffer (its
+            file identifier at bytes 4-8 must be ``b"TFL3"``).
+    """
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            raise ValueError(f"{name} must be a .tflite file or flatbuffer bytes, got a path "
+                             f"that does not exist: {path}")
+        content, name = path.read_bytes(), str(path)
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        content = bytes(model)
+    else:
+        raise ValueError(f"{name} must be TFLite flatbuffer bytes or a .tflite path, got "
+                         f"{type(model).__name__}")
+    if len(content) < 8 or content[4:8] != TFLITE_FILE_ID:
+        raise ValueError(f"{name} is not a TFLite flatbuffer: bytes 4-8 must be "
+                         f"{TFLITE_FILE_ID!r}, got {content[4:8]!r} ({len(content)} bytes)")
+    return content
+
+
+def tflite_schema():
+    """The generated Python classes of the TFLite flatbuffer schema (to read or build models)."""
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated
+
+
 def _as_tflite(model) -> bytes:
-    if isinstance(model, (bytes, bytearray)):
-        return bytes(model)
-    if isinstance(model, keras.Model):
-        return to_tflite(model)
-    raise TypeError(f"expected a Keras model or TFLite flatbuffer bytes, got {type(model).__name__}")
+    return to_tflite(model) if isinstance(model, keras.Model) else load_tflite(model)
 
 
 # ---------------------------------------------------------------------------- running

@@ -35,10 +35,7 @@ Used by ``lessons/02_quantization.ipynb``, ``solutions/lab2_quantization.ipynb``
 """
 from __future__ import annotations
 
-import os
 import re
-import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,14 +44,13 @@ import numpy as np
 import pandas as pd
 
 from helpers import measure
-from helpers._tf import keras, tf
+from helpers._tf import captured_output, keras, tf
 from helpers._validate import dataset, positive_int
 from helpers.data import Dataset
 from helpers.models import augmented, compile_model, set_seed, train
 
 MIN_BITS, MAX_BITS = 2, 16
 GRANULARITIES = ("per-tensor", "per-channel")
-TFLITE_FILE_ID = b"TFL3"
 
 
 # ---------------------------------------------------------------------------- validation
@@ -362,21 +358,6 @@ def fake_quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = T
 
 
 # ---------------------------------------------------------------------------- TFLite reading
-def _schema():
-    from tensorflow.lite.python import schema_py_generated
-
-    return schema_py_generated
-
-
-def _check_tflite(flatbuffer, name: str = "flatbuffer") -> bytes:
-    if not isinstance(flatbuffer, (bytes, bytearray)):
-        raise ValueError(f"{name} must be TFLite flatbuffer bytes, got {type(flatbuffer).__name__}")
-    if len(flatbuffer) < 8 or bytes(flatbuffer[4:8]) != TFLITE_FILE_ID:
-        raise ValueError(f"{name} is not a TFLite flatbuffer: bytes 4-8 must be "
-                         f"{TFLITE_FILE_ID!r}, got {bytes(flatbuffer[4:8])!r}")
-    return bytes(flatbuffer)
-
-
 # which input of an op is its weight tensor, and that tensor's output-channel axis
 _WEIGHT_OPS = {"CONV_2D": (1, 0), "FULLY_CONNECTED": (1, 0), "DEPTHWISE_CONV_2D": (1, 3),
                "TRANSPOSE_CONV": (1, 0)}
@@ -384,7 +365,7 @@ _WEIGHT_OPS = {"CONV_2D": (1, 0), "FULLY_CONNECTED": (1, 0), "DEPTHWISE_CONV_2D"
 
 def _weight_tensors(flatbuffer: bytes) -> list[dict]:
     """Constant weight tensors of conv/dense ops: name, dtype, shape, channel axis, bytes."""
-    schema = _schema()
+    schema = measure.tflite_schema()
     model = schema.Model.GetRootAs(flatbuffer, 0)
     codes = {getattr(schema.BuiltinOperator, op): op for op in _WEIGHT_OPS}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -424,7 +405,7 @@ def tflite_quantized_weights(flatbuffer: bytes) -> dict[str, dict]:
         ``{tensor name: {"values", "scales", "zero_points", "axis", "op"}}`` for every int8
         conv/dense weight tensor; empty for a float model.
     """
-    flatbuffer = _check_tflite(flatbuffer)
+    flatbuffer = measure.load_tflite(flatbuffer, "flatbuffer")
     interpreter = measure.tflite_interpreter(flatbuffer)
     details = {d["name"]: d for d in interpreter.get_tensor_details()}
     result = {}
@@ -450,8 +431,8 @@ def size_breakdown(flatbuffer: bytes) -> dict[str, int]:
         ``graph and metadata`` (everything else: operators, tensor names and shapes,
         signatures, alignment) and ``total`` (the file size).
     """
-    flatbuffer = _check_tflite(flatbuffer)
-    model = _schema().Model.GetRootAs(flatbuffer, 0)
+    flatbuffer = measure.load_tflite(flatbuffer, "flatbuffer")
+    model = measure.tflite_schema().Model.GetRootAs(flatbuffer, 0)
     weights = sum(model.Buffers(i).DataLength() for i in range(model.BuffersLength()))
     metadata_buffers = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
     weights -= sum(model.Buffers(i).DataLength() for i in metadata_buffers)
@@ -579,7 +560,7 @@ def fake_quantize_tflite(flatbuffer: bytes, bits: int, per_channel: bool = True,
         The modified flatbuffer (the input is not changed).
     """
     bits = _check_bits(bits)
-    patched = bytearray(_check_tflite(flatbuffer))
+    patched = bytearray(measure.load_tflite(flatbuffer, "flatbuffer"))
     tensors = [t for t in _weight_tensors(flatbuffer) if t["dtype"] == "FLOAT32"]
     if not tensors:
         raise ValueError("flatbuffer has no float32 conv/dense kernels to fake-quantize "
@@ -596,23 +577,6 @@ def _tflite_kernels(flatbuffer: bytes) -> list[tuple[np.ndarray, int]]:
     return [(np.frombuffer(flatbuffer, dtype=np.float32, count=t["nbytes"] // 4,
                            offset=t["offset"]).reshape(t["shape"]), t["axis"])
             for t in _weight_tensors(flatbuffer) if t["dtype"] == "FLOAT32"]
-
-
-def _batch_accuracy(flatbuffer: bytes, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of a float TFLite model, whole batch in one LiteRT call (fast)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-    index = interpreter.get_input_details()[0]["index"]
-    try:
-        interpreter.resize_tensor_input(index, list(x.shape), strict=False)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(index, x.astype(np.float32))
-        interpreter.invoke()
-        logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    except (ValueError, RuntimeError):  # a graph with a fixed batch size: one at a time
-        logits = measure.predict_tflite(flatbuffer, x)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
 def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
@@ -640,7 +604,7 @@ def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
     """
     data = dataset(data)
     if isinstance(model, (bytes, bytearray)):
-        flatbuffer = _check_tflite(model, "model")
+        flatbuffer = measure.load_tflite(model, "model")
     else:
         flatbuffer = measure.to_tflite(_check_model(model))
     bits = [_check_bits(b) for b in bits]
@@ -655,7 +619,7 @@ def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
     if not kernels:
         raise ValueError("model has no float32 conv/dense kernels to fake-quantize")
     signal = np.concatenate([k.ravel() for k, _ in kernels]).astype(np.float64)
-    float_accuracy = _batch_accuracy(flatbuffer, data.x_test, data.y_test)
+    float_accuracy = measure.accuracy(flatbuffer, data.x_test, data.y_test)
     rows = []
     for b in bits:
         for granularity in granularities:
@@ -664,7 +628,7 @@ def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
                                    .ravel() for k, axis in kernels])
             error = quantization_error(signal, fake)
             patched = fake_quantize_tflite(flatbuffer, b, per_channel)
-            accuracy = _batch_accuracy(patched, data.x_test, data.y_test)
+            accuracy = measure.accuracy(patched, data.x_test, data.y_test)
             rows.append({"bits": b, "granularity": granularity, "levels": 2 ** b - 1,
                          "mse": error["mse"], "sqnr_db": error["sqnr_db"],
                          "accuracy": accuracy,
@@ -675,23 +639,6 @@ def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
 
 
 # ---------------------------------------------------------------------------- TFLite PTQ
-def _quietly(call: Callable[[], object]) -> tuple[object, Exception | None]:
-    """Run ``call`` with the C++ stderr (converter logs) silenced; return (result, error)."""
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as sink:
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return call(), None
-        except Exception as error:  # re-raised by the caller as a ValueError
-            return None, error
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def _conversion_reason(error: Exception) -> str:
     text = str(error)
     for pattern in (r"'tf\.\w+' op [^\n]*", r"Custom ops: [^\n]*", r"error: ([^\n]*)"):
@@ -705,7 +652,9 @@ def _convert(model: keras.Model, mode: str, configure: Callable) -> bytes:
     model = _check_model(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     configure(converter)
-    flatbuffer, error = _quietly(converter.convert)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flatbuffer, error, _ = captured_output(converter.convert)  # silence converter logs
     if error is not None:
         raise ValueError(f"TFLite cannot convert model {model.name!r} to {mode}: "
                          f"{_conversion_reason(error)}") from None
@@ -803,14 +752,9 @@ def evaluate_tflite(model: bytes | str | Path, data: Dataset, name: str | None =
     Raises:
         ValueError: the path does not exist or the bytes are not a TFLite flatbuffer.
     """
+    flatbuffer = measure.load_tflite(model)
     if isinstance(model, (str, Path)):
-        path = Path(model)
-        if not path.is_file():
-            raise ValueError(f"model must be a .tflite file or flatbuffer bytes, got a path "
-                             f"that does not exist: {path}")
-        name = name or path.stem
-        model = path.read_bytes()
-    flatbuffer = _check_tflite(model, "model")
+        name = name or Path(model).stem
     return measure.evaluate(flatbuffer, dataset(data), name=name, runs=runs)
 
 

@@ -27,24 +27,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from helpers._tf import keras
+from helpers._tf import captured_output, keras
 
 from helpers import data as _data
-from helpers.measure import predict_tflite
-
-TFLITE_FILE_ID = b"TFL3"  # the flatbuffer file identifier of every .tflite file (bytes 4-8)
+from helpers.measure import TFLITE_FILE_ID, load_tflite, predict_tflite, tflite_schema
 
 # Stated allowances (assumptions, not measurements): what the program needs next to the model.
 # Flash: the TFLM core runtime "fits in 16 KB on an Arm Cortex M3" and with the kernels of the
@@ -67,37 +62,6 @@ _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # ---------------------------------------------------------------------------- input checks
-def load_tflite(model: bytes | bytearray | str | Path) -> bytes:
-    """Return the bytes of a TFLite flatbuffer, from bytes or a ``.tflite`` path, checked.
-
-    Args:
-        model: Flatbuffer bytes, or the path of a ``.tflite`` file.
-
-    Returns:
-        The flatbuffer as ``bytes``.
-
-    Raises:
-        ValueError: the file does not exist, or the bytes are not a TFLite flatbuffer (its
-            file identifier at bytes 4-8 must be ``b"TFL3"``).
-    """
-    if isinstance(model, (str, Path)):
-        path = Path(model)
-        if not path.is_file():
-            raise ValueError(f"model must be a .tflite file or flatbuffer bytes, got a path "
-                             f"that does not exist: {path}")
-        content = path.read_bytes()
-        where = str(path)
-    elif isinstance(model, (bytes, bytearray, memoryview)):
-        content, where = bytes(model), "model"
-    else:
-        raise ValueError(f"model must be TFLite flatbuffer bytes or a .tflite path, got "
-                         f"{type(model).__name__}")
-    if len(content) < 8 or content[4:8] != TFLITE_FILE_ID:
-        raise ValueError(f"{where} is not a TFLite flatbuffer: bytes 4-8 must be "
-                         f"{TFLITE_FILE_ID!r}, got {content[4:8]!r} ({len(content)} bytes)")
-    return content
-
-
 def _check_kb(name: str, value) -> float:
     if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a number of KB >= 0, got {value!r}")
@@ -250,47 +214,9 @@ def export_c(flatbuffer: bytes, out_dir: str | Path, name: str = "model_data",
 
 
 # ---------------------------------------------------------------------------- TFLM plumbing
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
-
-    return schema_py_generated
-
-
 def _builtin_names() -> dict[int, str]:
-    builtin = _schema().BuiltinOperator
+    builtin = tflite_schema().BuiltinOperator
     return {value: key for key, value in vars(builtin).items() if not key.startswith("_")}
-
-
-def _flush_c_streams() -> None:
-    """fflush(NULL): C++ ``printf``/``std::cout`` output is buffered until flushed."""
-    import ctypes
-
-    ctypes.CDLL(None).fflush(None)
-
-
-def _captured(call: Callable[[], object], fd: int = 2) -> tuple[object, Exception | None, str]:
-    """Run ``call`` with the C-level file descriptor ``fd`` sent to a temporary file.
-
-    TFLM prints its errors (and ``print_allocations``) from C++, which Python's
-    ``sys.stdout``/``sys.stderr`` never see. Returns (result, exception or None, text).
-    """
-    stream = sys.stderr if fd == 2 else sys.stdout
-    stream.flush()
-    with tempfile.TemporaryFile() as capture:
-        saved = os.dup(fd)
-        os.dup2(capture.fileno(), fd)
-        result, error = None, None
-        try:
-            result = call()
-        except Exception as exc:  # reported to the caller with the captured text
-            error = exc
-        finally:
-            _flush_c_streams()
-            os.dup2(saved, fd)
-            os.close(saved)
-        capture.seek(0)
-        text = capture.read().decode("utf-8", errors="replace")
-    return result, error, text
 
 
 def _tflm_runtime():
@@ -304,7 +230,7 @@ def _try_allocate(flatbuffer: bytes, arena: int):
     if arena < ARENA_FLOOR:  # would crash the process, see ARENA_FLOOR
         raise ValueError(f"arena_bytes must be >= {ARENA_FLOOR}, got {arena}")
     runtime = _tflm_runtime()
-    interpreter, error, text = _captured(
+    interpreter, error, text = captured_output(
         lambda: runtime.Interpreter.from_bytes(flatbuffer, arena_size=int(arena)))
     if error is not None and not isinstance(error, RuntimeError):
         raise ValueError(f"TFLM cannot read this model: {type(error).__name__}: {error}")
@@ -328,7 +254,7 @@ def model_ops(flatbuffer: bytes) -> list[Operator]:
         ValueError: not a TFLite flatbuffer.
     """
     flatbuffer = load_tflite(flatbuffer)
-    schema, names = _schema(), _builtin_names()
+    schema, names = tflite_schema(), _builtin_names()
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
     codes = []
     for i in range(model.OperatorCodesLength()):
@@ -355,7 +281,7 @@ def _probe_model(op: Operator) -> bytes:
     """
     import flatbuffers
 
-    schema = _schema()
+    schema = tflite_schema()
     names = {name: code for code, name in _builtin_names().items()}
     first = schema.OperatorCodeT()
     if op.custom:
@@ -588,7 +514,7 @@ def arena_breakdown(flatbuffer: bytes, arena_bytes: int | None = None) -> dict[s
         tail (tensor and node structs, quantization parameters, kernel scratch data).
     """
     interpreter = tflm_interpreter(flatbuffer, arena_bytes)
-    _, _, text = _captured(interpreter.print_allocations)  # TFLM logs to stderr
+    _, _, text = captured_output(interpreter.print_allocations)  # TFLM logs to stderr
     found = {key: re.search(rf"Arena allocation {key} (\d+) bytes", text)
              for key in ("total", "head", "tail")}
     if not all(found.values()):

@@ -80,8 +80,30 @@ def test_latency_is_positive_and_validated(tiny):
 
 
 def test_bad_tflite_bytes_give_clear_error(digits):
-    with pytest.raises(ValueError, match="not a valid TFLite model"):
+    with pytest.raises(ValueError, match=r"model is not a TFLite flatbuffer: bytes 4-8 must be "
+                                         r"b'TFL3', got b' is ' \(19 bytes\)"):
         measure.accuracy(b"this is not a model", digits.x_test[:2], digits.y_test[:2])
+    with pytest.raises(ValueError, match=r"not a valid TFLite model \(16 bytes\)"):
+        measure.tflite_interpreter(b"\x00\x00\x00\x00TFL3" + b"\xff" * 8)  # right id, no body
+
+
+def test_load_tflite_from_bytes_or_path(tmp_path, tiny):
+    flatbuffer = measure.to_tflite(tiny)
+    assert measure.load_tflite(flatbuffer) == flatbuffer
+    assert measure.load_tflite(bytearray(flatbuffer)) == flatbuffer
+    path = tmp_path / "m.tflite"
+    path.write_bytes(flatbuffer)
+    assert measure.load_tflite(path) == measure.load_tflite(str(path)) == flatbuffer
+    text = tmp_path / "notes.tflite"
+    text.write_text("this is not a model at all")
+    with pytest.raises(ValueError, match=r"notes.tflite is not a TFLite flatbuffer: bytes 4-8 "
+                                         r"must be b'TFL3'"):
+        measure.load_tflite(text)
+    with pytest.raises(ValueError, match="got a path that does not exist: .*missing.tflite"):
+        measure.load_tflite(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="student must be TFLite flatbuffer bytes or a .tflite "
+                                         "path, got int"):
+        measure.load_tflite(42, "student")
 
 
 def test_evaluate_and_compare(trained, digits):

@@ -80,19 +80,7 @@ def gelu_model():
 
 
 # ---------------------------------------------------------------- reading and converting
-def test_load_tflite_rejects_what_is_not_a_flatbuffer(tmp_path, int8_model):
-    assert tinyml.load_tflite(int8_model) == int8_model
-    path = tmp_path / "m.tflite"
-    path.write_bytes(int8_model)
-    assert tinyml.load_tflite(path) == int8_model
-    text = tmp_path / "notes.tflite"
-    text.write_text("this is not a model at all")
-    with pytest.raises(ValueError, match=r"not a TFLite flatbuffer: bytes 4-8 must be b'TFL3'"):
-        tinyml.load_tflite(text)
-    with pytest.raises(ValueError, match="does not exist"):
-        tinyml.load_tflite(tmp_path / "missing.tflite")
-    with pytest.raises(ValueError, match="got int"):
-        tinyml.load_tflite(42)
+def test_tinyml_rejects_what_is_not_a_flatbuffer():
     with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
         tinyml.arena_size(b"\x00" * 3)
 
