@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edge-ai)" >/dev/null
 	touch $(STAMP)
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab lessons/00_introduction.ipynb
+lab: $(STAMP)             ## (--allow-root: Jupyter refuses root, e.g. in a container, without it)
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/00_introduction.ipynb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS)
