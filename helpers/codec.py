@@ -15,14 +15,14 @@ Han, Mao and Dally (2016), "Deep Compression", ICLR, store a pruned and clustere
 Everything needed to decode -- header, tensor names and shapes, codebooks, Huffman tables,
 bit streams and the raw biases -- goes into one ``bytes`` blob, and the size we report is its
 exact length. Codebooks and biases are float32 by default; ``codebook_dtype="float16"`` and
-``raw_dtype="float16"`` halve them (the decoded values are then the float16-rounded ones). ``decode(blob)`` gives back the weights bit for bit: an already clustered model
-is stored losslessly; a tensor with more distinct values than its codebook allows is clustered
-first, and then the decoded weights equal those clustered weights exactly.
+``raw_dtype="float16"`` halve them (the decoded values are then the float16-rounded ones).
+``decode(blob)`` gives back the weights bit for bit: an already clustered model is stored
+losslessly; a tensor with more distinct values than its codebook allows is clustered first,
+and then the decoded weights equal those clustered weights exactly.
 
 Public API: :func:`deep_compress` -> :class:`CompressedModel` (:func:`encode` for named
-arrays), :func:`decode`,
-:func:`decompress`, :func:`huffman_code` -> :class:`HuffmanCode`, :func:`entropy`,
-:func:`relative_indices` / :func:`absolute_positions`. Used by the benchmark
+arrays), :func:`decode`, :func:`decompress`, :func:`huffman_code` -> :class:`HuffmanCode`,
+:func:`entropy`, :func:`relative_indices` / :func:`absolute_positions`. Used by the benchmark
 (``helpers.benchmark``) and the Deep Compression part of the conclusion.
 """
 from __future__ import annotations

@@ -115,7 +115,8 @@ def depthwise_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
 
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "lenet5": lenet5, "lenet5_x4": lenet5_x4, "mlp": mlp, "tiny_cnn": tiny_cnn, "depthwise_cnn": depthwise_cnn,
+    "lenet5": lenet5, "lenet5_x4": lenet5_x4, "mlp": mlp, "tiny_cnn": tiny_cnn,
+    "depthwise_cnn": depthwise_cnn,
 }
 
 
