@@ -117,18 +117,27 @@ def binned_histogram(edges: np.ndarray, counts: dict[str, np.ndarray],
     return ax
 
 
+def _accuracy_curves(x: Sequence[float], curves: dict[str, Sequence[float]], xlabel: str,
+                     baseline: float | None, baseline_label: str, mark: float | None,
+                     title: str, ax, **line):
+    """Accuracy (%) curves against ``x``; the reference model dashed; ``mark`` a vertical line."""
+    ax = new_axes(title, xlabel, "test accuracy (%)", ax=ax)
+    for label, values in curves.items():
+        ax.plot(x, values, marker="o", label=label, **line)
+    if baseline is not None:
+        ax.axhline(baseline, color=COLORS["baseline"], linestyle="--",
+                   label=f"{baseline_label}: {baseline:.1f} %")
+    if mark is not None:
+        ax.axvline(mark, color=COLORS["accent"], alpha=0.6)
+    return ax
+
+
 def accuracy_vs_sparsity(sparsity_pct: Sequence[float], curves: dict[str, Sequence[float]],
                          baseline: float | None = None, mark: float | None = None,
                          title: str = "Accuracy vs sparsity", ax=None):
     """Accuracy (%) against sparsity (%), one line per recipe; baseline dashed; ``mark`` a line."""
-    ax = new_axes(title, "sparsity (% of kernel weights set to 0)", "test accuracy (%)", ax=ax)
-    for label, values in curves.items():
-        ax.plot(sparsity_pct, values, marker="o", label=label)
-    if baseline is not None:
-        ax.axhline(baseline, color=COLORS["baseline"], linestyle="--",
-                   label=f"unpruned: {baseline:.1f} %")
-    if mark is not None:
-        ax.axvline(mark, color=COLORS["accent"], alpha=0.6)
+    ax = _accuracy_curves(sparsity_pct, curves, "sparsity (% of kernel weights set to 0)",
+                          baseline, "unpruned", mark, title, ax)
     ax.legend(fontsize=8)
     return ax
 
@@ -189,14 +198,8 @@ def accuracy_vs_bits(bits: Sequence[int], curves: dict[str, Sequence[float]],
                      baseline: float | None = None, mark: int | None = None,
                      title: str = "Accuracy vs weight bit-width", ax=None):
     """Accuracy (%) against bits per weight, one line per scheme; float baseline dashed."""
-    ax = new_axes(title, "bits per weight", "test accuracy (%)", ax=ax)
-    for label, values in curves.items():
-        ax.plot(bits, values, marker="o", markersize=4, label=label)
-    if baseline is not None:
-        ax.axhline(baseline, color=COLORS["baseline"], linestyle="--",
-                   label=f"float32: {baseline:.1f} %")
-    if mark is not None:
-        ax.axvline(mark, color=COLORS["accent"], alpha=0.6)
+    ax = _accuracy_curves(bits, curves, "bits per weight", baseline, "float32", mark, title, ax,
+                          markersize=4)
     ax.set_xticks(list(bits))
     ax.legend(fontsize=8, loc="lower right")
     return ax
