@@ -6,6 +6,8 @@ import numpy as np
 
 from helpers.data import Dataset
 
+__all__ = ["positive_int", "dataset", "model"]
+
 
 def positive_int(value, name: str) -> int:
     """``value`` as an int, if it is an integer >= 1."""
@@ -20,3 +22,12 @@ def dataset(data) -> Dataset:
         raise ValueError(f"data must be a Dataset from helpers.data.load_dataset, "
                          f"got {type(data).__name__}")
     return data
+
+
+def model(value, name: str = "model"):
+    """``value`` itself, if it is a Keras model."""
+    from helpers._tf import keras  # TensorFlow loads on first use (see helpers._tf)
+
+    if not isinstance(value, keras.Model):
+        raise ValueError(f"{name} must be a Keras model, got {type(value).__name__}")
+    return value

@@ -18,15 +18,13 @@ tables in ``helpers/resources``; every row there carries its source.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from helpers.cache import atomic_write, cache_dir
 
 OFFLINE_DATASETS = ("mnist5k", "digits")
 ONLINE_DATASETS = ("mnist", "fashion_mnist")
@@ -67,36 +65,6 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}: {len(self.x_train)} train / {len(self.x_test)} test, "
                 f"images {self.input_shape}, {self.num_classes} classes)")
-
-
-def cache_dir() -> Path:
-    """Directory of cached datasets, weights and sweeps.
-
-    ``$EDGE_AI_CACHE`` if set, else ``~/.cache/model-compression-edge-ai``. Delete it to
-    retrain everything from scratch.
-    """
-    path = Path(os.environ.get("EDGE_AI_CACHE",
-                               Path.home() / ".cache" / "model-compression-edge-ai"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    Parallel test workers may fill the cache at the same time; a rename is atomic, so a
-    reader never sees half a file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def _mnist5k() -> tuple[np.ndarray, np.ndarray]:

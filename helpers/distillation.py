@@ -25,6 +25,7 @@ import pandas as pd
 
 from helpers._tf import keras, tf
 from helpers._validate import positive_int
+from helpers.cache import cache_key, cached_model, model_digest
 
 
 # ---------------------------------------------------------------------------- validation
@@ -363,16 +364,6 @@ def student_cnn(input_shape=(28, 28, 1), num_classes: int = 10, filters: tuple[i
     ], name="student_cnn")
 
 
-def _fingerprint(model: keras.Model) -> str:
-    """A short hash of a model's weights: a retrained teacher gives new cache keys."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
-    return digest.hexdigest()[:12]
-
-
 METHODS = ("scratch", "distilled")
 
 
@@ -417,7 +408,7 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
     recipe = {"method": method, "epochs": epochs, "batch_size": batch_size,
               "learning_rate": float(learning_rate), "student": build_student.__name__}
     if method == "distilled":
-        recipe.update(temperature=temperature, alpha=alpha, teacher=_fingerprint(teacher))
+        recipe.update(temperature=temperature, alpha=alpha, teacher=model_digest(teacher))
 
     def build_model():
         models.set_seed(seed)
@@ -444,8 +435,8 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
         fit(student)
         return student
     key = (f"student-{build_student.__name__}-{data.name}-{method}-seed{seed}-"
-           f"{models.cache_key(recipe, data.input_shape)}")
-    return models.cached_model(key, build_model, fit)
+           f"{cache_key(recipe, data.input_shape)}")
+    return cached_model(key, build_model, fit)
 
 
 def compare_students(teacher: keras.Model, data, seeds=(0, 1, 2), **recipe) -> pd.DataFrame:

@@ -13,26 +13,26 @@ builder            what                                                        p
 =================  ==========================================================  ============
 
 ``pretrained(name, dataset)`` trains a model once with fixed seeds and caches its weights
-(see ``helpers.data.cache_dir``), so a lesson starts in seconds.
+(see ``helpers.cache.cache_dir``), so a lesson starts in seconds.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import warnings
 from typing import Callable
 
 import numpy as np
 
 from helpers._tf import keras, tf
 from helpers._validate import positive_int
-from helpers.data import Dataset, atomic_write, cache_dir, load_dataset
+from helpers.cache import cache_key, cached_model, seeded
+from helpers.data import Dataset, load_dataset
 
 
 def set_seed(seed: int = 0) -> None:
-    """Seed Python, NumPy and TensorFlow so a notebook gives the same numbers each run."""
-    keras.utils.set_random_seed(int(seed))
+    """Seed Python, NumPy and TensorFlow so a notebook gives the same numbers each run.
+
+    The seed used is ``seed + $EDGE_AI_SEED`` (see ``helpers.cache.seeded``).
+    """
+    keras.utils.set_random_seed(seeded(seed))
 
 
 # ---------------------------------------------------------------------------- builders
@@ -187,7 +187,7 @@ def train(model: keras.Model, data: Dataset, epochs: int = 10, batch_size: int =
     if progress:
         callbacks.append(ProgressBar(epochs, f"training {model.name}"))
     if augment:
-        return model.fit(augmented(data.x_train, data.y_train, batch_size, seed),
+        return model.fit(augmented(data.x_train, data.y_train, batch_size, seeded(seed)),
                          epochs=epochs, verbose=0, callbacks=callbacks)
     return model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                      shuffle=True, verbose=0, callbacks=callbacks)
@@ -202,31 +202,6 @@ RECIPES: dict[str, dict] = {
     "tiny_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True},
     "depthwise_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True},
 }
-
-
-def cache_key(*parts) -> str:
-    """A short, stable hash of JSON-serializable parts (recipe, dataset, seed, ...)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def cached_model(key: str, build_model: Callable[[], keras.Model],
-                 fit: Callable[[keras.Model], object]) -> keras.Model:
-    """Return ``build_model()`` with weights from the cache, training it with ``fit`` once."""
-    path = cache_dir() / f"{key}.weights.h5"
-    with open(path.with_suffix(".lock"), "w") as lock:  # parallel workers train it once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        model = build_model()
-        if path.exists():
-            try:
-                model.load_weights(path)
-                return model
-            except Exception as error:  # a corrupt or stale file: train again, replace it
-                warnings.warn(f"ignoring unreadable cache file {path} ({error}); retraining")
-                model = build_model()
-        fit(model)
-        atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
-        return model
 
 
 def pretrained(name: str = "lenet5", dataset: str | Dataset = "mnist5k", seed: int = 0,

@@ -23,8 +23,6 @@ Used by ``lessons/01_pruning.ipynb`` and ``solutions/lab1_pruning.ipynb``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +32,8 @@ import pandas as pd
 from helpers import measure, models
 from helpers._tf import keras
 from helpers._validate import dataset, positive_int
-from helpers.data import Dataset, atomic_write, cache_dir
+from helpers.cache import cache_key, cached_arrays, cached_model, model_digest
+from helpers.data import Dataset
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa
@@ -351,29 +350,6 @@ def _copy_any(model: keras.Model) -> keras.Model:
     return clone
 
 
-def _without_names(config):
-    if isinstance(config, dict):
-        return {k: _without_names(v) for k, v in config.items() if k != "name"}
-    if isinstance(config, (list, tuple)):
-        return [_without_names(v) for v in config]
-    return config
-
-
-def model_digest(model: keras.Model) -> str:
-    """A short hash of a model's architecture and weights (the cache key of its fine-tunes).
-
-    Layer names are left out: Keras numbers unnamed layers (``input_1``, ``input_2``, ...)
-    in creation order, so the same model would otherwise hash differently in each session.
-    """
-    architecture = [(type(layer).__name__, _without_names(layer.get_config()))
-                    for layer in _check_model(model).layers]
-    text = json.dumps([model.input_shape, architecture], sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode())
-    for weights in model.get_weights():
-        digest.update(np.ascontiguousarray(weights).tobytes())
-    return digest.hexdigest()[:12]
-
-
 def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate: float = 1e-3,
               batch_size: int = 64, augment: bool = False, seed: int = 0, cache: bool = True,
               progress: bool = True) -> keras.Model:
@@ -417,9 +393,9 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
         return train_copy()
     recipe = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
               "augment": bool(augment), "seed": seed, "data": data.name, "train": len(data.x_train)}
-    key = f"finetune-{model.name}-{data.name}-{models.cache_key(recipe, model_digest(model))}"
+    key = f"finetune-{model.name}-{data.name}-{cache_key(recipe, model_digest(model))}"
     architecture = _sparsity_api.strip_pruning(_copy_any(model)) if wrapped else model
-    return models.cached_model(
+    return cached_model(
         key, lambda: models.compile_model(keras.models.clone_model(architecture)),
         lambda target: target.set_weights(train_copy().get_weights()))
 
@@ -626,10 +602,13 @@ def sparsity_sweep(model: keras.Model, data: Dataset,
     _check_choice(scope, "scope", SCOPES)
     recipe = {"sparsities": points, "epochs": epochs, "schedule": schedule, "scope": scope,
               "bins": bins, "data": data.name, "model": model_digest(model), "version": 2}
-    path = cache_dir() / f"sweep-{model.name}-{data.name}-{models.cache_key(recipe)}.npz"
-    if cache and path.exists():
-        with np.load(path, allow_pickle=False) as saved:
-            return _sweep_from_arrays(saved)
+    key = f"sweep-{model.name}-{data.name}-{cache_key(recipe)}"
+    return _sweep_from_arrays(cached_arrays(
+        key, lambda: _measure_sweep(model, data, points, epochs, schedule, scope, bins, cache,
+                                    progress), cache))
+
+
+def _measure_sweep(model, data, points, epochs, schedule, scope, bins, cache, progress):
     dense = _all_kernels(model)
     limit = 1.25 * float(np.abs(dense).max())  # fine-tuning can grow weights a little
     edges = np.linspace(-limit, limit, bins + 1)
@@ -648,9 +627,7 @@ def sparsity_sweep(model: keras.Model, data: Dataset,
     arrays = {"rows": np.array(rows, dtype=np.float64), "edges": edges,
               "dense_counts": np.histogram(dense, edges)[0], "counts": np.array(counts),
               "baseline_accuracy": np.array(measure.accuracy(model, data.x_test, data.y_test))}
-    if cache:
-        atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
-    return _sweep_from_arrays(arrays)
+    return arrays
 
 
 _SWEEP_COLUMNS = ["sparsity", "accuracy one-shot", "accuracy fine-tuned", "tflite bytes",

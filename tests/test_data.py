@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import data
+from helpers import cache, data
 
 
 def test_mnist5k_split_shapes_and_range(mnist5k):
@@ -65,7 +65,7 @@ def test_cache_write_is_atomic(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        data.atomic_write(target, broken)
+        cache.atomic_write(target, broken)
     assert not target.exists() and list(tmp_path.iterdir()) == []
-    data.atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    cache.atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
     assert target.read_bytes() == b"whole"

@@ -6,7 +6,7 @@ import pytest
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 
-from helpers import measure, models, pruning
+from helpers import cache, measure, models, pruning
 
 sk = tfmot.sparsity.keras
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +76,11 @@ def test_global_threshold_spares_small_layers(lenet):
 
 
 def test_prune_low_magnitude_returns_a_pruned_copy(lenet, mnist5k):
-    digest = pruning.model_digest(lenet)
+    digest = cache.model_digest(lenet)
     pruned = pruning.prune_low_magnitude(lenet, 0.5)
-    assert pruning.model_digest(lenet) == digest and measure.sparsity(lenet) == 0.0
-    assert pruning.model_digest(pruning.copy_model(lenet)) == digest  # a cache key: stable
-    assert pruning.model_digest(pruned) != digest
+    assert cache.model_digest(lenet) == digest and measure.sparsity(lenet) == 0.0
+    assert cache.model_digest(pruning.copy_model(lenet)) == digest  # a cache key: stable
+    assert cache.model_digest(pruned) != digest
     assert measure.sparsity(pruned) == pytest.approx(0.5, abs=1e-4)
     accuracy = measure.accuracy(pruned, mnist5k.x_test, mnist5k.y_test)
     assert accuracy > 0.95  # half of LeNet-5's weights are not needed, even without training
@@ -144,11 +144,11 @@ def test_training_without_update_pruning_step_fails(digits, mlp):
 
 def test_prune_and_fine_tune_reaches_the_target(digits, mlp, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_AI_CACHE", str(tmp_path))
-    digest = pruning.model_digest(mlp)
+    digest = cache.model_digest(mlp)
     one_shot = measure.accuracy(pruning.prune_low_magnitude(mlp, 0.8), digits.x_test,
                                 digits.y_test)
     tuned = pruning.prune_and_fine_tune(mlp, digits, 0.8, epochs=3, progress=False)
-    assert pruning.model_digest(mlp) == digest  # the input model is untouched
+    assert cache.model_digest(mlp) == digest  # the input model is untouched
     assert not pruning.is_wrapped(tuned)
     assert measure.sparsity(tuned) == pytest.approx(0.8, abs=0.002)
     expected = pruning.layer_sparsities(pruning.magnitude_masks(mlp, 0.8, "global"))
