@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers import tflite
 from helpers._tf import keras, tf
 from helpers.data import Dataset
 
@@ -57,9 +58,12 @@ def sparsity(weights) -> float:
 
 # ---------------------------------------------------------------------------- bytes
 def to_tflite(model: keras.Model) -> bytes:
-    """Convert a Keras model to a float32 TFLite flatbuffer (no optimizations)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return converter.convert()
+    """Convert a Keras model to a float32 TFLite flatbuffer (no optimizations).
+
+    Raises:
+        ValueError: ``model`` is not a built Keras model, or TFLite cannot convert it.
+    """
+    return tflite.convert(model, "float32")
 
 
 def keras_bytes(model: keras.Model) -> int:

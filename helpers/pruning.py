@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helpers import measure, models
-from helpers._tf import keras
+from helpers import measure, models, tflite
+from helpers._tf import keras, tf
 from helpers._validate import dataset, positive_int
 from helpers.cache import cache_key, cached_arrays, cached_model, model_digest
 from helpers.data import Dataset
@@ -442,11 +442,10 @@ def to_sparse_tflite(model: keras.Model) -> bytes:
     the model loads, so memory use and speed are those of the dense model (see
     :func:`tflite_ops`).
     """
-    import tensorflow as tf
+    def configure(converter):
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(_check_model(model))
-    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    return converter.convert()
+    return tflite.convert(model, "sparse float32", configure)
 
 
 def tflite_ops(flatbuffer: bytes) -> list[str]:
