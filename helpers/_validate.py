@@ -17,10 +17,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from helpers.data import Dataset
-
 __all__ = ["is_model", "model", "sequential", "dataset", "integer", "positive_int", "epochs",
-           "number", "fraction", "learning_rate", "one_of", "finite_array", "interval"]
+           "number", "fraction", "sparsity", "learning_rate", "one_of", "finite_array", "interval"]
 
 
 def interval(low=None, high=None, include_low: bool = True, include_high: bool = True) -> str:
@@ -34,8 +32,10 @@ def interval(low=None, high=None, include_low: bool = True, include_high: bool =
     return "a number"
 
 
+# TensorFlow and helpers.data are imported on first use: `import helpers` and the grader stay
+# fast, and helpers.data / helpers.cache can use these checks without an import cycle.
 def _keras():
-    from helpers._tf import keras  # TensorFlow loads on first use, so `import helpers` stays fast
+    from helpers._tf import keras
 
     return keras
 
@@ -64,8 +64,10 @@ def sequential(value, name: str = "model", why: str = ""):
     return value
 
 
-def dataset(data, name: str = "data") -> Dataset:
+def dataset(data, name: str = "data"):
     """``data`` itself, if it is a :class:`helpers.data.Dataset`."""
+    from helpers.data import Dataset  # see _keras
+
     if not isinstance(data, Dataset):
         raise ValueError(f"{name} must be a Dataset from helpers.data.load_dataset, "
                          f"got {type(data).__name__}")
@@ -98,20 +100,24 @@ def number(value, name: str, low: float | None = None, high: float | None = None
     ``number(s, "sparsity", 0, 1, include_high=False)`` raises
     ``ValueError("sparsity must be in [0, 1), got 1.5")`` for ``s = 1.5``.
     """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and bool(np.isfinite(value))
-    if ok:
-        ok = (low is None or (value >= low if include_low else value > low)) \
-            and (high is None or (value <= high if include_high else value < high))
-    if not ok:
-        raise ValueError(f"{name} must be {interval(low, high, include_low, include_high)}, "
-                         f"got {value!r}")
+    rule = interval(low, high, include_low, include_high)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
+        rule = rule if rule == "a number" else f"a number {rule}"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    if not ((low is None or (value >= low if include_low else value > low))
+            and (high is None or (value <= high if include_high else value < high))):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
     return float(value)
 
 
 def fraction(value, name: str) -> float:
     """A fraction in [0, 1] (an accuracy, a mixing weight)."""
     return number(value, name, 0, 1)
+
+
+def sparsity(value, name: str = "sparsity") -> float:
+    """TFMOT's rule: a sparsity is a fraction in [0, 1) (pruning everything is not allowed)."""
+    return number(value, name, 0, 1, include_high=False)
 
 
 def learning_rate(value, name: str = "learning_rate") -> float:
@@ -128,13 +134,14 @@ def one_of(value, name: str, choices: Iterable):
 
 
 def finite_array(values, name: str, dtype=np.float64, allow_empty: bool = False) -> np.ndarray:
-    """``values`` as a NumPy array of ``dtype``, if it is numeric, finite and (by default) not
-    empty."""
+    """``values`` as a NumPy array of ``dtype`` (``None``: its own dtype), if it is numeric,
+    finite and (unless ``allow_empty``) not empty."""
     try:
         array = np.asarray(values)
         if array.dtype.kind not in "biuf":
             raise TypeError
-        array = array.astype(dtype, copy=False)
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an array of numbers, got "
                          f"{type(values).__name__}") from None

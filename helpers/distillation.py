@@ -24,29 +24,18 @@ import numpy as np
 import pandas as pd
 
 from helpers._tf import keras, tf
+from helpers import _validate
 from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, model_digest
 
 
 # ---------------------------------------------------------------------------- validation
 def _check_temperature(temperature) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    return value
+    return _validate.number(temperature, "temperature", 0, include_low=False)
 
 
 def _check_alpha(alpha) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    return value
+    return _validate.fraction(alpha, "alpha")
 
 
 # ---------------------------------------------------------------------------- the maths
@@ -261,9 +250,7 @@ def similar_classes(similarity: pd.DataFrame, top: int = 5) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- the model
 def _output_shape(model: keras.Model, name: str) -> tuple:
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"{name} must be a Keras model, got {type(model).__name__}")
-    return tuple(model.output_shape[1:])
+    return tuple(_validate.model(model, name).output_shape[1:])
 
 
 class Distiller(keras.Model):
@@ -402,8 +389,7 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
-    if not float(learning_rate) > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    _validate.learning_rate(learning_rate)
     temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
     recipe = {"method": method, "epochs": epochs, "batch_size": batch_size,
               "learning_rate": float(learning_rate), "student": build_student.__name__}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import tflite
+from helpers import _validate, tflite
 from helpers._tf import keras, tf
 from helpers.data import Dataset
 
@@ -35,7 +35,7 @@ def count_params(model: keras.Model) -> int:
 
 def count_nonzero(weights) -> int:
     """Non-zero entries of a Keras model's weights, or of one array."""
-    arrays = weights.get_weights() if isinstance(weights, keras.Model) else [weights]
+    arrays = weights.get_weights() if _validate.is_model(weights) else [weights]
     return int(sum(np.count_nonzero(np.asarray(a)) for a in arrays))
 
 
@@ -46,7 +46,7 @@ def kernels(model: keras.Model) -> dict[str, np.ndarray]:
 
 def sparsity(weights) -> float:
     """Fraction of zeros: of one array, or of all kernels (not biases) of a Keras model."""
-    if isinstance(weights, keras.Model):
+    if _validate.is_model(weights):
         arrays = list(kernels(weights).values())
     else:
         arrays = [np.asarray(weights)]
@@ -76,7 +76,7 @@ def keras_bytes(model: keras.Model) -> int:
 
 def gzip_bytes(data: bytes | keras.Model) -> int:
     """Size after gzip at maximum compression (of raw bytes, or of a model's .keras file)."""
-    if isinstance(data, keras.Model):
+    if _validate.is_model(data):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.keras"
             data.save(path)
@@ -120,7 +120,7 @@ def tflite_schema():
 
 
 def _as_tflite(model) -> bytes:
-    return to_tflite(model) if isinstance(model, keras.Model) else load_tflite(model)
+    return to_tflite(model) if _validate.is_model(model) else load_tflite(model)
 
 
 # ---------------------------------------------------------------------------- running
@@ -164,7 +164,7 @@ def predict_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
 
 def predict(model, x: np.ndarray) -> np.ndarray:
     """Logits of a Keras model or a TFLite flatbuffer on a batch of inputs."""
-    if isinstance(model, keras.Model):
+    if _validate.is_model(model):
         return model.predict(x, batch_size=256, verbose=0)
     return predict_tflite(_as_tflite(model), x)
 
@@ -186,8 +186,7 @@ def classification_metrics(model, x: np.ndarray, y: np.ndarray) -> dict[str, flo
 
 
 def _median_ms(call, runs: int, warmup: int) -> float:
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
+    runs = _validate.positive_int(runs, "runs")
     for _ in range(warmup):
         call()
     times = []
@@ -253,7 +252,7 @@ def evaluate(model, data: Dataset, name: str | None = None, runs: int = 200,
         A :class:`Report`. Accuracy and metrics come from the TFLite model, which is what a
         device would run.
     """
-    if isinstance(model, keras.Model):
+    if _validate.is_model(model):
         flatbuffer = tflite if tflite is not None else to_tflite(model)
         params, nonzero = count_params(model), count_nonzero(model)
         kbytes, klatency = keras_bytes(model), latency_keras_ms(model, runs)
@@ -327,10 +326,7 @@ def standard_error(accuracy: float, n: int) -> float:
     1,000 test images at 98 % give about 0.0044, i.e. +/-0.4 points: a smaller difference
     between two models is no measurable difference.
     """
-    if not 0.0 <= float(accuracy) <= 1.0:
-        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
-    if int(n) < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    accuracy, n = _validate.fraction(accuracy, "accuracy"), _validate.positive_int(n, "n")
     return float(np.sqrt(accuracy * (1.0 - accuracy) / int(n)))
 
 

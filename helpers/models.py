@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from helpers._tf import keras, tf
+from helpers import _validate
 from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, seeded
 from helpers.data import Dataset, load_dataset
@@ -194,8 +195,7 @@ def train(model: keras.Model, data: Dataset, epochs: int = 10, batch_size: int =
         progress: Show a progress bar.
         callbacks: Extra Keras callbacks (e.g. TFMOT's ``UpdatePruningStep``).
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = _validate.epochs(epochs)
     set_seed(seed)
     callbacks = list(callbacks or [])
     if progress:
