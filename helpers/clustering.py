@@ -28,6 +28,10 @@ import numpy as np
 from helpers import _validate
 from helpers._tf import keras
 
+__all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
+           "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
+           "KeepClusters", "cluster_with_tfmot"]
+
 INITS = ("linear", "density", "random")
 TFMOT_INITS = ("kmeans++", "linear", "density", "random")
 MIN_CLUSTERS, MAX_CLUSTERS = 2, 256

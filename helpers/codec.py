@@ -39,6 +39,10 @@ from helpers._tf import keras
 
 from helpers.clustering import INITS, kmeans
 
+__all__ = ["MAGIC", "MAX_CODE_LENGTH", "RAW_DTYPES", "DEFAULT_BITS", "entropy", "HuffmanCode",
+           "huffman_code", "relative_indices", "absolute_positions", "named_weights",
+           "CompressedModel", "encode", "SECTIONS", "deep_compress", "decode", "decompress"]
+
 MAGIC = b"DCZ1"
 MAX_CODE_LENGTH = 15  # code lengths fit in 4 bits
 RAW_DTYPES = {"float32": 0, "float16": 1}

@@ -26,6 +26,10 @@ import pandas as pd
 
 from helpers.cache import atomic_write, cache_dir
 
+__all__ = ["OFFLINE_DATASETS", "ONLINE_DATASETS", "DATASETS", "DEFAULT_DATASET", "SPLIT_SEED",
+           "DatasetUnavailableError", "Dataset", "load_dataset", "model_growth", "edge_boards",
+           "energy_costs"]
+
 OFFLINE_DATASETS = ("mnist5k", "digits")
 ONLINE_DATASETS = ("mnist", "fashion_mnist")
 DATASETS = OFFLINE_DATASETS + ONLINE_DATASETS

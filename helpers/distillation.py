@@ -28,6 +28,15 @@ from helpers import _validate
 from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, model_digest
 
+__all__ = ["ENTROPY_BITS", "softmax_with_temperature", "distillation_loss", "loss_gradient_norms",
+           "TEMPERATURES", "entropy_bits", "temperature_table", "class_similarity",
+           "similar_classes", "Distiller", "student_cnn", "METHODS", "train_student",
+           "compare_students", "summarize"]
+
+
+# The column of temperature_table with each row's entropy (helpers.widgets reads it).
+ENTROPY_BITS = "entropy bits"
+
 
 # ---------------------------------------------------------------------------- validation
 def _check_temperature(temperature) -> float:
@@ -192,7 +201,7 @@ def temperature_table(logits, temperatures=TEMPERATURES, class_names=None) -> pd
     probs = np.stack([softmax_with_temperature(z, t).numpy() for t in temperatures])
     table = pd.DataFrame(probs, index=pd.Index(temperatures, name="temperature"),
                          columns=names)
-    table["entropy bits"] = entropy_bits(probs)
+    table[ENTROPY_BITS] = entropy_bits(probs)
     return table
 
 

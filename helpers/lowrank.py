@@ -27,6 +27,9 @@ import numpy as np
 from helpers import _validate
 from helpers._tf import keras
 
+__all__ = ["svd_factors", "rank_for_energy", "singular_values", "break_even_rank", "factorize",
+           "factorized_ranks", "fine_tune"]
+
 
 # ---------------------------------------------------------------------------- linear algebra
 def _matrix(kernel) -> np.ndarray:

@@ -24,6 +24,12 @@ from helpers import _validate, tflite
 from helpers._tf import keras, tf
 from helpers.data import Dataset
 
+__all__ = ["TFLITE_FILE_ID", "count_params", "count_nonzero", "kernels", "sparsity", "to_tflite",
+           "keras_bytes", "gzip_bytes", "load_tflite", "tflite_schema", "tflite_interpreter",
+           "predict_tflite", "predict", "accuracy", "classification_metrics", "latency_tflite_ms",
+           "latency_keras_ms", "Report", "evaluate", "tflite_weight_counts", "compare",
+           "standard_error", "Spread", "spread", "paired_drop", "describe_drop"]
+
 TFLITE_FILE_ID = b"TFL3"  # the flatbuffer file identifier of every .tflite file (bytes 4-8)
 
 

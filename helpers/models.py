@@ -27,6 +27,10 @@ from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, seeded
 from helpers.data import Dataset, load_dataset
 
+__all__ = ["set_seed", "lenet5", "lenet5_x4", "mlp", "tiny_cnn", "depthwise_cnn", "BUILDERS",
+           "build", "compile_model", "steps_per_epoch", "ProgressBar", "augmented", "train",
+           "RECIPES", "pretrained"]
+
 
 def set_seed(seed: int = 0) -> None:
     """Seed Python, NumPy and TensorFlow so a notebook gives the same numbers each run.

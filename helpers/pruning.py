@@ -40,6 +40,14 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
     PruneLowMagnitude,
 )
 
+__all__ = ["SCOPES", "SCHEDULES", "PRUNABLE_TYPES", "magnitude_mask", "global_magnitude_masks",
+           "prunable_layers", "magnitude_masks", "layer_sparsities", "copy_model", "apply_masks",
+           "prune_low_magnitude", "sparsity_report", "pruning_schedule", "prune_with_tfmot",
+           "is_wrapped", "strip_pruning", "fine_tune", "prune_and_fine_tune", "to_sparse_tflite",
+           "tflite_ops", "filter_norms", "prune_filters", "SparsitySweep", "sparsity_sweep",
+           "SPARSITY", "SPARSITY_MEASURED", "ACCURACY_ONE_SHOT", "ACCURACY_FINE_TUNED",
+           "TFLITE_BYTES", "TFLITE_GZIP_BYTES"]
+
 _sparsity_api = tfmot.sparsity.keras
 SCOPES = ("layer", "global")
 SCHEDULES = ("constant", "polynomial")
@@ -604,12 +612,16 @@ def _measure_sweep(model, data, points, epochs, schedule, scope, bins, cache, pr
     return arrays
 
 
-_SWEEP_COLUMNS = ["sparsity", "accuracy one-shot", "accuracy fine-tuned", "tflite bytes",
-                  "tflite gzip bytes", "sparsity measured"]
+# The columns of SparsitySweep.table (indexed by SPARSITY); helpers.widgets reads them by name.
+SPARSITY, SPARSITY_MEASURED = "sparsity", "sparsity measured"
+ACCURACY_ONE_SHOT, ACCURACY_FINE_TUNED = "accuracy one-shot", "accuracy fine-tuned"
+TFLITE_BYTES, TFLITE_GZIP_BYTES = "tflite bytes", "tflite gzip bytes"
+_SWEEP_COLUMNS = [SPARSITY, ACCURACY_ONE_SHOT, ACCURACY_FINE_TUNED, TFLITE_BYTES,
+                  TFLITE_GZIP_BYTES, SPARSITY_MEASURED]
 
 
 def _sweep_from_arrays(arrays) -> SparsitySweep:
-    table = pd.DataFrame(arrays["rows"], columns=_SWEEP_COLUMNS).set_index("sparsity")
-    table = table.astype({"tflite bytes": int, "tflite gzip bytes": int})
+    table = pd.DataFrame(arrays["rows"], columns=_SWEEP_COLUMNS).set_index(SPARSITY)
+    table = table.astype({TFLITE_BYTES: int, TFLITE_GZIP_BYTES: int})
     return SparsitySweep(table, np.asarray(arrays["edges"]), np.asarray(arrays["dense_counts"]),
                          np.asarray(arrays["counts"]), float(arrays["baseline_accuracy"]))

@@ -20,6 +20,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = ["QUIZ_DIR", "Option", "Question", "Quiz", "load", "Card", "load_cards", "flash_cards",
+           "show"]
+
 QUIZ_DIR = Path(__file__).resolve().parent.parent / "lessons" / "quizzes"
 
 

@@ -313,7 +313,7 @@ def test_temperature_explorer_answers_from_the_table_fast():
     assert explorer.last_update_ms < 50
     with pytest.raises(ValueError, match="entropy bits"):
         widgets.temperature_explorer(table.drop(columns="entropy bits"))
-    with pytest.raises(ValueError, match=r"true_class must be in \[0, 3\], got 7"):
+    with pytest.raises(ValueError, match=r"true_class must be an integer in \[0, 3\], got 7"):
         widgets.temperature_explorer(table, true_class=7)
 
 

@@ -263,8 +263,7 @@ def test_fit_table_margins_and_reasons():
 
 
 def test_fit_table_validates():
-    with pytest.raises(ValueError, match="flash_bytes must be a whole number of bytes >= 0, "
-                                         "got -1"):
+    with pytest.raises(ValueError, match="flash_bytes must be an integer >= 0, got -1"):
         tinyml.fit_table(-1, 10)
     with pytest.raises(ValueError, match="sram_allowance_kb must be >= 0, got -2"):
         tinyml.fit_table(1, 10, sram_allowance_kb=-2)

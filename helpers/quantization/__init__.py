@@ -46,7 +46,9 @@ from helpers.quantization.qat import qat_ste, qat_tfmot
 from helpers.quantization.scratch import (MAX_BITS, MIN_BITS, dequantize, fake_quantize,
                                           integer_range, quantization_error, quantization_params,
                                           quantize, scale_zero_point)
-from helpers.quantization.sweep import GRANULARITIES, bitwidth_sweep, fake_quantize_tflite
+from helpers.quantization.sweep import (ACCURACY, ACCURACY_DROP, BITS, FLOAT_ACCURACY,
+                                        GRANULARITIES, GRANULARITY, LEVELS, MSE, SQNR_DB,
+                                        bitwidth_sweep, fake_quantize_tflite)
 from helpers.quantization.tflite_weights import (agreement_with_tflite, size_breakdown,
                                                  tflite_quantized_weights)
 
@@ -57,6 +59,9 @@ __all__ = [
     # on a Keras model, and the bit-width sweep
     "quantizable_layers", "fake_quantize_model", "GRANULARITIES", "fake_quantize_tflite",
     "bitwidth_sweep",
+    # the columns of bitwidth_sweep's table
+    "BITS", "GRANULARITY", "LEVELS", "MSE", "SQNR_DB", "ACCURACY", "ACCURACY_DROP",
+    "FLOAT_ACCURACY",
     # TFLite files
     "tflite_quantized_weights", "size_breakdown", "agreement_with_tflite",
     # TFLite post-training quantization
