@@ -371,8 +371,8 @@ def bitwidth_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "lay
         with the grid levels (per-channel: the finest and the coarsest channel's grids), and
         the sweep's numbers for that bit-width and granularity.
     """
-    required = {quantization.BITS, quantization.GRANULARITY, quantization.LEVELS, quantization.MSE, quantization.SQNR_DB,
-                quantization.ACCURACY}
+    required = {quantization.BITS, quantization.GRANULARITY, quantization.LEVELS,
+                quantization.MSE, quantization.SQNR_DB, quantization.ACCURACY}
     if not isinstance(sweep, pd.DataFrame) or not required <= set(sweep.columns):
         raise ValueError(f"sweep must be a DataFrame from quantization.bitwidth_sweep with "
                          f"columns {sorted(required)}, got {type(sweep).__name__}")
@@ -412,8 +412,8 @@ def bitwidth_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "lay
                     f"{layer} step {steps} "
                     f"&nbsp;|&nbsp; all weights: MSE <b>{row[quantization.MSE]:.2e}</b>, SQNR "
                     f"<b>{row[quantization.SQNR_DB]:.1f} dB</b> &nbsp;|&nbsp; test accuracy "
-                    f"<b>{100 * row[quantization.ACCURACY]:.1f} %</b>{drop} &nbsp;|&nbsp; weight bytes "
-                    f"<b>{b / 32:.0%}</b> of float32")
+                    f"<b>{100 * row[quantization.ACCURACY]:.1f} %</b>{drop} &nbsp;|&nbsp; "
+                    f"weight bytes <b>{b / 32:.0%}</b> of float32")
         return draw
 
     explorers = {g: sweep_explorer(table.loc[g], bits, draw_for(g), setup_for(g),
