@@ -27,6 +27,11 @@ import numpy as np
 
 from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model, train
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
+from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa
+    cluster as experimental)
 
 __all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
            "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
@@ -259,8 +264,6 @@ def cluster_model(model: keras.Model, clusters: int | Mapping[str, int] = 16,
         A new model, compiled like :func:`helpers.models.compile_model`, with each kernel
         holding at most ``k`` distinct values.
     """
-    from helpers.models import compile_model
-
     _validate.model(model)
     _validate_init(init)
     names = [layer.name for layer in _kernel_layers(model)]
@@ -347,12 +350,6 @@ def cluster_with_tfmot(model: keras.Model, clusters: int = 16, init: str = "kmea
         The stripped, compiled model. Note that TFMOT leaves a Conv2D layer unclustered if it
         has too few weights for ``clusters``.
     """
-    import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
-        cluster as experimental)
-
-    from helpers.models import compile_model, train
-
     _validate.model(model)
     clusters = _validate_clusters(clusters)
     _validate_init(init, TFMOT_INITS)

@@ -36,6 +36,7 @@ import pandas as pd
 
 from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model
 
 from helpers.clustering import INITS, kmeans
 
@@ -630,8 +631,6 @@ def decode(blob: bytes) -> dict[str, np.ndarray]:
 
 def decompress(blob: bytes | CompressedModel, model: keras.Model) -> keras.Model:
     """A compiled copy of ``model`` (the architecture) with the weights decoded from ``blob``."""
-    from helpers.models import compile_model
-
     _validate.model(model)
     if isinstance(blob, CompressedModel):
         blob = blob.blob

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from helpers._tf import keras, tf
-from helpers import _validate
+from helpers import _validate, models
 from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, model_digest
 
@@ -392,8 +392,6 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
     Raises:
         ValueError: unknown ``method`` or a bad budget, temperature or alpha.
     """
-    from helpers import models
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     epochs = positive_int(epochs, "epochs")

@@ -26,6 +26,7 @@ import numpy as np
 
 from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model, train
 
 __all__ = ["svd_factors", "rank_for_energy", "singular_values", "break_even_rank", "factorize",
            "factorized_ranks", "fine_tune"]
@@ -183,8 +184,6 @@ def factorize(model: keras.Model, ranks: int | Mapping[str, int] | None = None,
         (``m -> r``, linear, no bias) and ``fc1_v`` (``r -> n``, original bias and activation);
         :func:`factorized_ranks` lists the ranks used.
     """
-    from helpers.models import compile_model
-
     _validate.sequential(model)
     chosen = _choose_ranks(model, ranks, energy)
     new_layers, weights = [keras.layers.InputLayer(input_shape=model.input_shape[1:])], []
@@ -228,8 +227,6 @@ def fine_tune(model: keras.Model, data, epochs: int = 3, learning_rate: float = 
     Returns:
         The same model, trained.
     """
-    from helpers.models import compile_model, train
-
     _validate.model(model)
     _validate.learning_rate(learning_rate)
     compile_model(model, learning_rate)

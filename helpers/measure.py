@@ -19,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from helpers import _validate, tflite
 from helpers._tf import keras, tf
 from helpers.data import Dataset
+
+# after helpers._tf, which configures TensorFlow before anything loads it
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from tensorflow.lite.python import schema_py_generated  # noqa: E402
 
 __all__ = ["TFLITE_FILE_ID", "count_params", "count_nonzero", "kernels", "sparsity", "to_tflite",
            "keras_bytes", "gzip_bytes", "load_tflite", "tflite_schema", "tflite_interpreter",
@@ -120,8 +125,6 @@ def load_tflite(model: bytes | bytearray | str | Path, name: str = "model") -> b
 
 def tflite_schema():
     """The generated Python classes of the TFLite flatbuffer schema (to read or build models)."""
-    from tensorflow.lite.python import schema_py_generated
-
     return schema_py_generated
 
 
@@ -132,8 +135,6 @@ def _as_tflite(model) -> bytes:
 # ---------------------------------------------------------------------------- running
 def tflite_interpreter(flatbuffer: bytes):
     """A LiteRT interpreter with tensors allocated, ready to ``invoke``."""
-    from ai_edge_litert.interpreter import Interpreter
-
     try:
         interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=1)
     except (ValueError, RuntimeError) as error:
@@ -182,8 +183,6 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 def classification_metrics(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy and macro-averaged precision, recall and F1 (all in [0, 1])."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
     predicted = np.argmax(predict(model, x), axis=-1)
     precision, recall, f1, _ = precision_recall_fscore_support(
         y, predicted, average="macro", zero_division=0)

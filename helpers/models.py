@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from helpers._tf import keras, tf
 from helpers import _validate
@@ -163,8 +164,6 @@ class ProgressBar(keras.callbacks.Callback):
         self.epochs, self.description, self.bar = epochs, description, None
 
     def on_train_begin(self, logs=None):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=self.epochs, desc=self.description, unit="epoch", leave=False)
 
     def on_epoch_end(self, epoch, logs=None):

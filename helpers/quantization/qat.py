@@ -10,6 +10,10 @@ from helpers.data import Dataset
 from helpers.models import augmented, compile_model, set_seed, train
 from helpers.quantization.scratch import MAX_BITS, MIN_BITS
 
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
+from tensorflow_model_optimization.quantization.keras.experimental.default_n_bit import (  # noqa
+    DefaultNBitQuantizeScheme)
+
 __all__ = ["qat_ste", "qat_tfmot"]
 
 
@@ -110,8 +114,6 @@ def qat_tfmot(model: keras.Model, data: Dataset, weight_bits: int = 8, activatio
     Returns:
         The compiled, trained TFMOT model (layers wrapped in ``QuantizeWrapperV2``).
     """
-    import tensorflow_model_optimization as tfmot
-
     model, data = _validate.model(model, built=True), dataset(data)
     weight_bits = _validate.integer(weight_bits, "weight_bits", 2, 8)
     activation_bits = _validate.integer(activation_bits, "activation_bits", 2, 8)
@@ -123,9 +125,6 @@ def qat_tfmot(model: keras.Model, data: Dataset, weight_bits: int = 8, activatio
         if weight_bits == activation_bits == 8:
             quantized = tfmot.quantization.keras.quantize_model(model)
         else:
-            from tensorflow_model_optimization.quantization.keras.experimental.default_n_bit \
-                import DefaultNBitQuantizeScheme
-
             scheme = DefaultNBitQuantizeScheme(num_bits_weight=weight_bits,
                                                num_bits_activation=activation_bits)
             annotated = tfmot.quantization.keras.quantize_annotate_model(model)
