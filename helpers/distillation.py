@@ -39,11 +39,11 @@ ENTROPY_BITS = "entropy bits"
 
 
 # ---------------------------------------------------------------------------- validation
-def _check_temperature(temperature) -> float:
+def _validate_temperature(temperature) -> float:
     return _validate.number(temperature, "temperature", 0, include_low=False)
 
 
-def _check_alpha(alpha) -> float:
+def _validate_alpha(alpha) -> float:
     return _validate.fraction(alpha, "alpha")
 
 
@@ -66,7 +66,7 @@ def softmax_with_temperature(logits, temperature: float = 1.0) -> tf.Tensor:
         >>> softmax_with_temperature([[2.0, 1.0, 0.0]], 4.0).numpy().round(3)
         array([[0.42 , 0.327, 0.254]], dtype=float32)
     """
-    temperature = _check_temperature(temperature)
+    temperature = _validate_temperature(temperature)
     logits = tf.convert_to_tensor(logits, dtype=tf.float32)
     return tf.nn.softmax(logits / temperature, axis=-1)
 
@@ -113,7 +113,7 @@ def distillation_loss(y_true, student_logits, teacher_logits, temperature: float
         ValueError: ``temperature <= 0``, ``alpha`` outside ``[0, 1]``, or the student's and
             teacher's logits have different shapes.
     """
-    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    temperature, alpha = _validate_temperature(temperature), _validate_alpha(alpha)
     student_logits = tf.convert_to_tensor(student_logits, dtype=tf.float32)
     teacher_logits = tf.convert_to_tensor(teacher_logits, dtype=tf.float32)
     if not student_logits.shape.is_compatible_with(teacher_logits.shape):
@@ -149,7 +149,7 @@ def loss_gradient_norms(y_true, student_logits, teacher_logits,
     """
     student_logits = tf.convert_to_tensor(student_logits, dtype=tf.float32)
     rows = []
-    for temperature in [_check_temperature(t) for t in temperatures]:
+    for temperature in [_validate_temperature(t) for t in temperatures]:
         norms = []
         for alpha in (1.0, 0.0):
             with tf.GradientTape() as tape:
@@ -192,7 +192,7 @@ def temperature_table(logits, temperatures=TEMPERATURES, class_names=None) -> pd
     if z.ndim != 1 or z.size < 2:
         raise ValueError(f"logits must be one example's vector of >= 2 logits, got shape "
                          f"{z.shape}")
-    temperatures = [_check_temperature(t) for t in temperatures]
+    temperatures = [_validate_temperature(t) for t in temperatures]
     if not temperatures:
         raise ValueError("temperatures must hold at least one value, got none")
     names = list(class_names) if class_names is not None else [str(i) for i in range(z.size)]
@@ -301,8 +301,8 @@ class Distiller(keras.Model):
         if teacher_shape != student_shape:
             raise ValueError(f"teacher and student must have the same output shape, got "
                              f"{teacher_shape} (teacher) and {student_shape} (student)")
-        self.temperature = _check_temperature(temperature)
-        self.alpha = _check_alpha(alpha)
+        self.temperature = _validate_temperature(temperature)
+        self.alpha = _validate_alpha(alpha)
         self.teacher, self.student = teacher, student  # only the student's weights train
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
@@ -397,7 +397,7 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
     _validate.learning_rate(learning_rate)
-    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    temperature, alpha = _validate_temperature(temperature), _validate_alpha(alpha)
     recipe = {"method": method, "epochs": epochs, "batch_size": batch_size,
               "learning_rate": float(learning_rate), "student": build_student.__name__}
     if method == "distilled":
@@ -455,7 +455,7 @@ def compare_students(teacher: keras.Model, data, seeds=(0, 1, 2), **recipe) -> p
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds must name at least one seed, got an empty list")
-    temperature = _check_temperature(recipe.get("temperature", 4.0))
+    temperature = _validate_temperature(recipe.get("temperature", 4.0))
     teacher_logits = teacher.predict(data.x_test, batch_size=256, verbose=0)
     rows = []
     for seed in seeds:

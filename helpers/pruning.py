@@ -132,7 +132,7 @@ def prunable_layers(model: keras.Model) -> list[str]:
             if isinstance(layer, PRUNABLE_TYPES)]
 
 
-def _check_layers(model: keras.Model, layers: Sequence[str] | None) -> list[str]:
+def _validate_layers(model: keras.Model, layers: Sequence[str] | None) -> list[str]:
     known = prunable_layers(model)
     if layers is None:
         return known
@@ -168,13 +168,13 @@ def magnitude_masks(model: keras.Model, sparsity: float | Mapping[str, float],
     """
     _validate.model(model)
     if isinstance(sparsity, Mapping):
-        names = _check_layers(model, list(sparsity))
+        names = _validate_layers(model, list(sparsity))
         return {name: magnitude_mask(_kernel(model.get_layer(name)),
                                      _validate.sparsity(sparsity[name], f"sparsity[{name!r}]"))
                 for name in names}
     sparsity = _validate.sparsity(sparsity)
     _validate.one_of(scope, "scope", SCOPES)
-    kernels = {name: _kernel(model.get_layer(name)) for name in _check_layers(model, layers)}
+    kernels = {name: _kernel(model.get_layer(name)) for name in _validate_layers(model, layers)}
     if scope == "global":
         return global_magnitude_masks(kernels, sparsity)
     return {name: magnitude_mask(kernel, sparsity) for name, kernel in kernels.items()}
@@ -198,7 +198,7 @@ def apply_masks(model: keras.Model, masks: Mapping[str, np.ndarray]) -> keras.Mo
     Raises:
         ValueError: a mask names an unknown layer or has the wrong shape.
     """
-    _check_layers(model, list(masks))
+    _validate_layers(model, list(masks))
     pruned = copy_model(model)
     for name, mask in masks.items():
         layer = pruned.get_layer(name)
@@ -296,11 +296,11 @@ def prune_with_tfmot(model: keras.Model, sparsity: float | Mapping[str, float],
     """
     _validate.model(model)
     if isinstance(sparsity, Mapping):
-        names = _check_layers(model, list(sparsity))
+        names = _validate_layers(model, list(sparsity))
         targets = {name: _validate.sparsity(sparsity[name], f"sparsity[{name!r}]")
                    for name in names}
     elif _validate.one_of(scope, "scope", SCOPES) == "layer":
-        targets = {name: _validate.sparsity(sparsity) for name in _check_layers(model, layers)}
+        targets = {name: _validate.sparsity(sparsity) for name in _validate_layers(model, layers)}
     else:
         targets = layer_sparsities(magnitude_masks(model, sparsity, "global", layers))
     schedules = {name: pruning_schedule(schedule, target, end_step, frequency=frequency)
@@ -442,7 +442,7 @@ def tflite_ops(flatbuffer: bytes) -> list[str]:
 # ---------------------------------------------------------------------------- structured
 def filter_norms(model: keras.Model, layer: str) -> np.ndarray:
     """L1 norm of each output filter (convolution) or neuron (Dense) of one layer."""
-    name = _check_layers(model, [layer])[0]
+    name = _validate_layers(model, [layer])[0]
     kernel = _kernel(model.get_layer(name))
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
 
@@ -479,7 +479,7 @@ def prune_filters(model: keras.Model, fractions: Mapping[str, float]) -> keras.M
     _validate.sequential(model, why="prune_filters slices one chain of layers")
     if not isinstance(fractions, Mapping):
         raise ValueError(f"fractions must be a dict {{layer name: fraction}}, got {fractions!r}")
-    names = _check_layers(model, list(fractions))
+    names = _validate_layers(model, list(fractions))
     weight_layers = [layer for layer in model.layers if layer.weights]
     if weight_layers[-1].name in names:
         raise ValueError(f"cannot prune the output layer {weight_layers[-1].name!r}: "
