@@ -27,8 +27,6 @@ def _validate_axis(axis, ndim: int) -> int | None:
     return int(axis) % ndim
 
 
-
-# ---------------------------------------------------------------------------- from scratch
 def integer_range(bits: int = 8, symmetric: bool = False) -> tuple[int, int]:
     """The smallest and largest signed ``bits``-bit code.
 

@@ -89,7 +89,7 @@ def bitwidth_sweep(model: keras.Model | bytes, data: Dataset,
     if isinstance(model, (bytes, bytearray)):
         flatbuffer = measure.load_tflite(model, "model")
     else:
-        flatbuffer = measure.to_tflite(_validate.model(model, built=True))
+        flatbuffer = measure.to_tflite(model)
     bits = [_validate.integer(b, "bits", MIN_BITS, MAX_BITS) for b in bits]
     granularities = list(granularities)
     if not bits or not granularities:
