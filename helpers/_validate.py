@@ -18,10 +18,10 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = ["is_model", "model", "sequential", "dataset", "integer", "positive_int", "epochs",
-           "number", "fraction", "sparsity", "learning_rate", "one_of", "finite_array", "interval"]
+           "number", "fraction", "sparsity", "learning_rate", "one_of", "finite_array"]
 
 
-def interval(low=None, high=None, include_low: bool = True, include_high: bool = True) -> str:
+def _interval(low=None, high=None, include_low: bool = True, include_high: bool = True) -> str:
     """The allowed range as the messages write it: ``"in [0, 1)"``, ``">= 1"``, ``"> 0"``."""
     if low is not None and high is not None:
         return f"in {'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
@@ -78,7 +78,7 @@ def integer(value, name: str, low: int | None = None, high: int | None = None) -
     """``value`` as an int, if it is an integer (not a bool) in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
             or (low is not None and value < low) or (high is not None and value > high):
-        rule = interval(low, high) if low is not None or high is not None else ""
+        rule = _interval(low, high) if low is not None or high is not None else ""
         raise ValueError(f"{name} must be an integer{' ' + rule if rule else ''}, got {value!r}")
     return int(value)
 
@@ -100,7 +100,7 @@ def number(value, name: str, low: float | None = None, high: float | None = None
     ``number(s, "sparsity", 0, 1, include_high=False)`` raises
     ``ValueError("sparsity must be in [0, 1), got 1.5")`` for ``s = 1.5``.
     """
-    rule = interval(low, high, include_low, include_high)
+    rule = _interval(low, high, include_low, include_high)
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
         rule = rule if rule == "a number" else f"a number {rule}"
         raise ValueError(f"{name} must be {rule}, got {value!r}")
