@@ -1,7 +1,7 @@
 """Which operators a model uses, and whether the installed TFLM has a kernel for each.
 
-Also the low-level TFLM plumbing the other ``helpers.tinyml`` modules share: loading the
-``tflite_micro`` runtime and allocating a model in an arena of a given size, quietly.
+Also the TFLM plumbing the other ``helpers.tinyml`` modules share: allocating a model in an
+arena of a given size with ``tflite_micro``'s Python runtime, quietly.
 """
 from __future__ import annotations
 
