@@ -80,6 +80,15 @@ REFERENCE = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']([^"']+)["'])"""
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {% block html_head_js_mermaidjs %}{% endblock %}
 {% block jupyter_widgets %}{% endblock %}
+{% block notebook_css %}
+{{ super() }}
+<style type="text/css">
+/* on a slide: no In/Out prompts, and long code lines wrap instead of running off the edge */
+.jp-InputPrompt, .jp-OutputPrompt { display: none; }
+.jp-InputArea pre, .jp-OutputArea pre { white-space: pre-wrap; word-break: break-word; }
+:root { --jp-code-font-size: 17px; }
+</style>
+{% endblock notebook_css %}
 {% block footer_js %}
 <script>
 require({waitSeconds: 15},
