@@ -1,9 +1,9 @@
 """``make slides``: slide counting, and a deck built offline from a tiny notebook.
 
 The deck test executes a three-slide demo notebook (``tests/fixtures/slides/demo.ipynb``: a
-plot, a formula, speaker notes, a quiz) in a kernel and builds it exactly as ``make slides`` builds a lesson, then reads the HTML as a
-browser would: everything it loads must be a local file that exists, and no remote URL may
-appear anywhere in it. reveal.js and the scripts come from ``node_modules`` (``npm ci``; make
+plot, a formula, speaker notes, a quiz) in a kernel, builds it exactly as ``make slides``
+builds a lesson, then reads the HTML as a browser would: everything it loads must be a local
+file that exists, and no remote URL may appear anywhere in it. reveal.js and the scripts come from ``node_modules`` (``npm ci``; make
 test and .ci/run install it).
 """
 from __future__ import annotations

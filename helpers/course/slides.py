@@ -220,8 +220,7 @@ def remote_references(html: str) -> list[str]:
     a request; only XML namespace declarations (``xmlns="http://www.w3.org/..."``), which
     name a vocabulary and are never fetched, are left out.
     """
-    return [match.group(0) for match in REMOTE.finditer(NAMESPACE.sub("xmlns=", html))
-            if match.group(0).lower().startswith(("http:", "https:", "//"))]
+    return [match.group(0) for match in REMOTE.finditer(NAMESPACE.sub("xmlns=", html))]
 
 
 def local_references(html: str) -> list[str]:
