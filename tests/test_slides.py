@@ -136,7 +136,7 @@ def test_the_deck_has_outputs_notes_and_the_quiz_as_text(deck):
     assert f"Q1. {question.prompt}" in html  # the quiz in its text form
     assert all(o.text in html for o in question.options)
     assert slides.WIDGET_VIEW not in html and "widget-state" not in html  # no dead widget
-    assert slides.count_slides(nbformat.read(DEMO, as_version=4)) == (3, 34, 1)
+    assert slides.count_slides(nbformat.read(DEMO, as_version=4)) == (3, 36, 1)
 
 
 def test_the_deck_references_no_remote_url(deck):
@@ -170,3 +170,21 @@ def test_every_asset_the_deck_loads_is_a_local_file(deck):
     # MathJax loads its TeX input and CommonHTML output from its own folder
     assert (deck.parent / "assets/mathjax/config/TeX-AMS_CHTML-full.js").is_file()
     assert (deck.parent / "assets/mathjax/jax/output/CommonHTML/fonts/TeX/fontdata.js").is_file()
+
+
+def test_a_failing_lesson_is_one_line_and_no_deck(tmp_path, capsys):
+    broken = tmp_path / "broken.ipynb"
+    nbformat.write(new_notebook(cells=[_cell("code", "raise RuntimeError('boom')", "slide")],
+                                metadata={"kernelspec": {"name": "python3",
+                                                         "display_name": "Python 3"}}), broken)
+    assert slides.main([str(broken), "--out", str(tmp_path / "out"), "--jobs", "1"]) == 1
+    error = capsys.readouterr().err
+    assert error.strip() == "error: broken.ipynb failed while executing: RuntimeError: boom"
+    assert not (tmp_path / "out" / "broken.slides.html").exists()
+
+
+def test_the_command_line_without_execution(tmp_path, capsys):
+    assert slides.main([str(DEMO), "--out", str(tmp_path), "--no-execute"]) == 0
+    assert "demo.ipynb: 3 slides, 36 visible words, 1 quiz slide(s)" in capsys.readouterr().out
+    html = (tmp_path / "demo.slides.html").read_text(encoding="utf-8")
+    assert "A demo deck" in html and 'src="data:image/png' not in html  # not run: no plot

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jinja2
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbconvert import SlidesExporter
 
 from helpers.cache import atomic_write
@@ -63,9 +63,11 @@ THEME = "white"  # its fonts ship with reveal.js; "simple", "sky", ... import Go
 SLIDE_TYPES = ("slide", "subslide", "fragment", "skip", "notes", "-")
 HIDDEN = ("skip", "notes")
 QUIZ_CALL = "quiz.show("
+WORD = re.compile(r"[A-Za-z0-9]+(?:['’.,-][A-Za-z0-9]+)*")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 # ipywidgets' default repr, e.g. "VBox(children=(...))": no use to a reader
 WIDGET_REPR = re.compile(r"^[A-Z]\w*\((children|value|layout|description|options|index)=")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of an IPython traceback
 STYLE = re.compile(r"<style[^>]*>.*?</style>", re.DOTALL | re.IGNORECASE)
 CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 # XML namespaces name a vocabulary; nothing fetches them
@@ -87,6 +89,7 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 .jp-InputArea pre, .jp-OutputArea pre { white-space: pre-wrap; word-break: break-word; }
 :root { --jp-code-font-size: 17px; }
+.reveal h1, .reveal h2, .reveal h3, .reveal h4 { text-transform: none; }  /* keep case */
 </style>
 {% endblock notebook_css %}
 {% block footer_js %}
@@ -140,8 +143,9 @@ def has_slide_metadata(notebook: dict) -> bool:
 
 
 def _words(markdown: str) -> int:
-    """Words of a markdown text; markup on its own ("#", "|", "---", "*") is not a word."""
-    return sum(1 for token in markdown.split() if re.search(r"\w", token))
+    """Words a reader sees: runs of letters and digits ("don't", "3.5" and "int8" are one
+    word each); markup ("#", "|", "---", LaTeX backslashes) is not a word."""
+    return len(WORD.findall(markdown))
 
 
 def count_slides(notebook: dict) -> SlideCount:
@@ -250,8 +254,12 @@ def _static_outputs(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def export_deck(notebook: nbformat.NotebookNode, name: str, out_dir: Path = OUT_DIR) -> Path:
-    """Write ``out_dir/<name>.slides.html`` from an (executed) notebook; assets must be in
-    ``out_dir/assets`` (``install_assets``). Returns the deck's path."""
+    """Write ``out_dir/<name>.slides.html`` from an (executed) notebook and return its path.
+
+    Raises:
+        ValueError: the deck would reference a remote URL, or a file it loads is not in
+            ``out_dir`` (copy the assets there first: ``install_assets``).
+    """
     out_dir = Path(out_dir)
     prefix = f"{ASSETS}/"
     exporter = SlidesExporter(
@@ -270,7 +278,10 @@ def export_deck(notebook: nbformat.NotebookNode, name: str, out_dir: Path = OUT_
     if remote:  # a new nbconvert template could bring one: never ship it silently
         raise ValueError(f"deck {name} would reference remote URLs {sorted(set(remote))[:5]}; "
                          f"point them at local copies in helpers/course/slides.py")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = sorted({p for p in local_references(html) if not (out_dir / p).is_file()})
+    if missing:
+        raise ValueError(f"deck {name} needs {missing[:3]} in {out_dir}: call "
+                         f"install_assets({str(out_dir)!r}) first")
 
     def write(tmp: Path) -> None:
         tmp.write_text(html, encoding="utf-8")
@@ -303,13 +314,18 @@ def build_deck(path: Path, out_dir: Path = OUT_DIR, execute: bool = True,
             # the kernel's C-level logs (TensorFlow, zmq) would drown the build's report
             client.execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except CellExecutionError as error:
-            last = str(error).strip().splitlines()[-1:] or [""]
+            last = ANSI.sub("", str(error)).strip().splitlines()[-1:] or [""]
             raise ValueError(f"{path.name} failed while executing: {last[0]}") from None
+        except CellTimeoutError:
+            raise ValueError(f"{path.name}: a cell ran longer than {timeout} s; warm the "
+                             f"model cache first (make prepare) or raise --timeout") from None
+        except DeadKernelError as error:
+            raise ValueError(f"{path.name}: the kernel died ({error})") from None
     return export_deck(notebook, path.stem, out_dir)
 
 
 def build(paths: list[Path], out_dir: Path = OUT_DIR, jobs: int = 2, execute: bool = True,
-          node_modules: Path = NODE_MODULES) -> tuple[list[Path], list[str]]:
+          node_modules: Path = NODE_MODULES, timeout: int = 900) -> tuple[list[Path], list[str]]:
     """Build several decks, ``jobs`` at a time (each executes in its own kernel).
 
     Returns:
@@ -323,14 +339,16 @@ def build(paths: list[Path], out_dir: Path = OUT_DIR, jobs: int = 2, execute: bo
     with concurrent.futures.ProcessPoolExecutor(
             max_workers=min(jobs, len(paths)) or 1,
             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(build_deck, p, out_dir, execute): p for p in paths}
+        futures = {pool.submit(build_deck, p, out_dir, execute, timeout): p for p in paths}
         for future in concurrent.futures.as_completed(futures):
             try:
                 decks.append(future.result())
                 print(f"wrote {decks[-1]}", flush=True)
-            except ValueError as error:
-                failures.append(str(error))
-                print(f"error: {error}", file=sys.stderr, flush=True)
+            except Exception as error:  # noqa: BLE001 - one lesson must not stop the others
+                first = (str(error).strip().splitlines() or [""])[0]
+                failures.append(first if isinstance(error, ValueError) else
+                                f"{futures[future].name}: {type(error).__name__}: {first}")
+                print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
     return sorted(decks), failures
 
 
@@ -342,12 +360,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: lessons 00-04 and every lesson with slide metadata")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="default: build/slides")
     parser.add_argument("--jobs", type=int, default=2, help="lessons run at once (default 2)")
+    parser.add_argument("--timeout", type=int, default=900,
+                        help="seconds one cell may run (default 900)")
     parser.add_argument("--no-execute", action="store_true",
                         help="export without running the notebooks (no outputs)")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or decks_to_build()
     try:
-        _, failures = build(notebooks, args.out, args.jobs, not args.no_execute)
+        _, failures = build(notebooks, args.out, args.jobs, not args.no_execute,
+                            timeout=args.timeout)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
