@@ -108,14 +108,19 @@ def _python_kernel() -> dict:
 
 
 def _open_notebook(page, jupyterlab, name: str) -> None:
-    """Open a notebook of the private JupyterLab and wait until its kernel is up."""
-    page.goto(f"{jupyterlab['url']}/lab/tree/{name}?token={jupyterlab['token']}")
+    """Open a notebook of the private JupyterLab and wait until its kernel is up.
+
+    ``reset`` starts from an empty workspace: JupyterLab would otherwise reopen the notebooks
+    of an earlier test, and the one in front might not be ``name``.
+    """
+    page.goto(f"{jupyterlab['url']}/lab/tree/{name}?reset&token={jupyterlab['token']}")
     page.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        "(name) => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.context"
+        " && window.jupyterapp.shell.currentWidget.context.path === name"
         " && window.jupyterapp.shell.currentWidget.sessionContext.session"
         " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel",
-        timeout=120_000)
+        arg=name, timeout=120_000)
 
 
 def _explorer_cell_index() -> int:
@@ -191,7 +196,12 @@ def test_answering_a_quiz_question_gives_feedback(jupyterlab):
             for qid, pick_right in (("conc-3", True), ("conc-1", False)):
                 question = questions[qid]
                 card = output.locator(".widget-vbox").filter(has_text=question.prompt).last
-                card.wait_for(state="visible", timeout=120_000)
+                try:  # a busy machine: the kernel imports ipywidgets first
+                    card.wait_for(state="visible", timeout=300_000)
+                except Exception:
+                    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=SCREENSHOTS / "quiz_failure.png")
+                    raise
                 index = question.correct[0] if pick_right else \
                     next(i for i in range(len(question.options)) if i not in question.correct)
                 card.get_by_text(question.options[index].text, exact=True).click()
