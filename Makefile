@@ -6,8 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+# The project's JupyterLab settings (no news pop-up over the plots), as defaults of this venv
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/edge-ai.json
+# npm ci writes node_modules/.package-lock.json: it reruns only when the lock file changes
+NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: lab test prepare labs check-labs benchmark clean
+.PHONY: lab test prepare slides labs check-labs benchmark clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + "); run: make PYTHON=/path/to/python3.11")'
@@ -17,10 +21,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edge-ai)" >/dev/null
 	touch $(STAMP)
 
-lab: $(STAMP)             ## (--allow-root: Jupyter refuses root, e.g. in a container, without it)
+$(LAB_SETTINGS): jupyter/overrides.json $(STAMP)
+	install -D -m 644 $< $@
+
+lab: $(STAMP) $(LAB_SETTINGS)  ## (--allow-root: Jupyter refuses root, e.g. in a container, without it)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/00_introduction.ipynb
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)  ## (node_modules: tests/test_slides.py builds a deck)
 	$(BIN)/python -m pytest -n $(JOBS)
 
 prepare: $(STAMP)         ## run every lesson once, headless, so its models are cached before class
@@ -28,6 +35,12 @@ prepare: $(STAMP)         ## run every lesson once, headless, so its models are 
 	  echo "running $$nb"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --stdout "$$nb" > /dev/null || exit 1; \
 	done
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+
+slides: $(STAMP) $(NODE_STAMP)  ## lessons -> build/slides/<lesson>.slides.html, executed, offline
+	$(BIN)/python -m helpers.course.slides --jobs $(JOBS)
 
 labs: $(STAMP)            ## regenerate labs/ from solutions/
 	$(BIN)/python -m helpers.grading generate
@@ -39,4 +52,4 @@ benchmark: $(STAMP)
 	$(BIN)/python -m helpers.benchmark --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache node_modules build

@@ -85,7 +85,7 @@ class Question:
         """Feedback for the current selection: verdict, per-option feedback, explanation."""
         if not self.selected:
             return "Pick an answer first."
-        verdict = "✅ Correct!" if self.is_correct else "❌ Not quite."
+        verdict = "Correct!" if self.is_correct else "Not quite."
         if not self.is_correct and self.type == "multiple":
             verdict += " (select every right option and no wrong one)"
         lines = [verdict] + [f"• {self.options[i].text}: {self.options[i].feedback}"
@@ -128,7 +128,7 @@ class Quiz:
                 return bundle
 
         cards = [_question_card(q, n) for n, q in enumerate(self.questions, start=1)]
-        return QuizBox([widgets.HTML(f"<h3>🧠 Quiz: {self.title}</h3>")] + cards)
+        return QuizBox([widgets.HTML(f"<h3>Quiz: {self.title}</h3>")] + cards)
 
 
 def _question_card(question: Question, number: int):
