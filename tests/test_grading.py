@@ -1,4 +1,4 @@
-"""Tests for helpers.grading: lab generation, the sync/leak check and the autograder.
+"""Tests for helpers.course (labs, grading, report): lab generation, the sync/leak check and the autograder.
 
 The fixture lab ``tests/fixtures/grading/solutions/lab0_demo.ipynb`` is pure Python (a
 ``square`` function, a visible test worth 1 point, a test with hidden tests worth 2 and a
@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import grading
+from helpers.course import grading
 
 FIXTURES = Path(__file__).parent / "fixtures" / "grading" / "solutions"
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def _with_source(notebook: nbformat.NotebookNode, grade_id: str, source: str):
 
 
 def _run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "helpers.grading", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "helpers.course.grading", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=180,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
@@ -145,7 +145,7 @@ def test_check_reports_missing_extra_and_edited_labs(lab_copy):
     problems = grading.check_labs(FIXTURES, lab_copy)
     assert problems == [
         f"{lab}: out of sync with {FIXTURES / 'lab0_demo.ipynb'} (cell 2: source differs); "
-        "run `python -m helpers.grading generate`",
+        "run `python -m helpers.course.grading generate`",
         f"{extra}: extra lab with no source in {FIXTURES}; delete it or add "
         f"{FIXTURES / 'lab7_old.ipynb'}"]
     lab.unlink()
