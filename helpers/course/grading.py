@@ -21,34 +21,27 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import math
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from helpers.course import labs, report
+from helpers.course import kernel, labs, report
 from helpers.course.labs import check_labs, generate_labs
 from helpers.course.report import CSV_COLUMNS, format_result
 
 # the labs and report names re-exported here are the ones a grading script needs
-__all__ = ["GradedCell", "GradeResult", "OUTPUT_LIMIT_BYTES", "default_jobs",
+__all__ = ["GradedCell", "GradeResult", "default_jobs",
            "default_memory_mb", "grade", "grade_many", "check_submissions", "main",
            "generate_labs", "check_labs", "format_result", "CSV_COLUMNS"]
 
-OUTPUT_LIMIT_BYTES = 1_000_000  # outputs a submission may store; the rest is dropped
 _WORKER_MARGIN_S = 120  # a worker's wall-clock allowance beyond the notebook's time limit
 
 
@@ -105,45 +98,6 @@ class GradeResult:
     def needs_manual(self) -> list[GradedCell]:
         """Written answers a person still has to grade."""
         return [cell for cell in self.cells if cell.status == "manual"]
-
-
-# ---------------------------------------------------------------- one kernel
-
-# Run IPython's kernel with an address-space limit (RLIMIT_AS): allocations past it fail
-# (MemoryError, or the kernel dies) in that kernel only.
-_LIMITED_KERNEL = (
-    "import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
-    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
-    "runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)")
-
-
-class _CurrentPythonKernels(KernelSpecManager):
-    """Every kernel name resolves to IPython on this interpreter, optionally memory-limited."""
-
-    memory_mb: float | None = None
-
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        launch = ["-m", "ipykernel_launcher"]
-        if self.memory_mb is not None:
-            launch = ["-c", _LIMITED_KERNEL, str(int(self.memory_mb * 2**20))]
-        return KernelSpec(argv=[sys.executable, *launch, "-f", "{connection_file}"],
-                          display_name="Python 3", language="python", resource_dir="")
-
-
-class _CappedClient(NotebookClient):
-    """A NotebookClient that stores at most ``output_limit`` bytes of outputs in all."""
-
-    output_limit: int = OUTPUT_LIMIT_BYTES
-    stored: int = 0
-    dropped: int = 0
-
-    def output(self, outs, msg, display_id, cell_index):
-        size = len(json.dumps(msg.get("content", {}), default=str))
-        if self.stored + size > self.output_limit:
-            self.dropped += size
-            return None
-        self.stored += size
-        return super().output(outs, msg, display_id, cell_index)
 
 
 def _check_positive(name: str, value: float | None, unit: str = "seconds") -> None:
@@ -217,72 +171,6 @@ def _build_run(source_nb: nbformat.NotebookNode, student_nb: nbformat.NotebookNo
     return [_runnable(cell) for cell in cells], positions
 
 
-def _execute(cells: list, workdir: str, timeout: float, cell_timeout: float | None,
-             memory_mb: float | None, notes: list[str]) -> tuple[dict[int, str], int | None, str]:
-    """Run cells one by one in a fresh kernel, continuing after errors.
-
-    Returns the first error line of each cell that raised, the index of the first cell
-    that did not finish (None if all ran) and why.
-    """
-    notebook = nbformat.v4.new_notebook(cells=cells)
-    quiet = logging.getLogger("helpers.course.grading.nbclient")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
-    errors: dict[int, str] = {}
-    over_memory = f" (memory limit {memory_mb:g} MB)" if memory_mb else ""
-
-    def on_error(cell: dict, cell_index: int, execute_reply: dict) -> None:
-        content = execute_reply.get("content", {})
-        ename, evalue = content.get("ename", "Error"), labs.first_line(content.get("evalue", ""))
-        errors[cell_index] = (f"{ename}: {evalue}" if evalue else ename) + (
-            over_memory if ename == "MemoryError" else "")
-
-    kernels = _CurrentPythonKernels()
-    kernels.memory_mb = memory_mb
-    socket = str(Path(workdir) / "kernel")  # Unix sockets: no open TCP ports, no warning
-    ipc = os.name == "posix" and len(socket) < 90  # socket paths are limited to ~100 bytes
-    manager = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=kernels,
-                                 **({"transport": "ipc", "ip": socket} if ipc else {}))
-    client = _CappedClient(notebook, km=manager, allow_errors=True, shutdown_kernel="immediate",
-                           resources={"metadata": {"path": workdir}}, on_cell_error=on_error,
-                           log=quiet)
-    index, stopped, why = 0, None, ""
-    try:
-        # the kernel's own stdout/stderr (C-level logs) would drown the report
-        with client.setup_kernel(cleanup_kc=True, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL):
-            deadline = time.monotonic() + timeout
-            for index, cell in enumerate(notebook.cells):
-                remaining = deadline - time.monotonic()
-                limit = min(remaining, cell_timeout or remaining)
-                if remaining <= 0:
-                    stopped, why = index, f"timed out (notebook time limit {timeout:g} s)"
-                    break
-                client.timeout = max(1, math.ceil(limit))
-                try:
-                    client.execute_cell(cell, index)
-                except CellTimeoutError:
-                    which, budget = (("cell", cell_timeout) if limit == cell_timeout
-                                     else ("notebook", timeout))
-                    stopped, why = index, f"timed out ({which} time limit {budget:g} s)"
-                    break
-                except DeadKernelError:
-                    limit_text = f" or went over the memory limit of {memory_mb:g} MB"
-                    stopped, why = index, ("kernel died (crashed, exited"
-                                           f"{limit_text if memory_mb else ' or ran out of memory'})")
-                    break
-            else:
-                index = len(notebook.cells)
-    except Exception as error:  # the kernel failed to start, or to stop
-        if stopped is None and index < len(notebook.cells):
-            stopped, why = index, (f"kernel error: {type(error).__name__}: "
-                                   f"{labs.first_line(error)}")
-    if client.dropped:
-        notes.append(f"outputs over {client.output_limit:,} bytes were not stored "
-                     f"({client.dropped:,} bytes dropped)")
-    return errors, stopped, why
-
-
 def _grade_into(result: GradeResult, solutions_dir: Path, timeout: float,
                 cell_timeout: float | None, memory_mb: float | None) -> None:
     """Fill ``result`` in place (so that a grader bug still leaves the rows found so far)."""
@@ -314,7 +202,7 @@ def _grade_into(result: GradeResult, solutions_dir: Path, timeout: float,
             row.reason = "answer cell missing from the submission"
     cells, positions = _build_run(source_nb, student_nb, source_path, result.notes)
     with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
-        errors, stopped, why = _execute(cells, workdir, timeout, cell_timeout, memory_mb,
+        errors, stopped, why = kernel.run_cells(cells, workdir, timeout, cell_timeout, memory_mb,
                                         result.notes)
     if stopped is not None:
         names = {index: grade_id for grade_id, index in positions.items()}
@@ -353,7 +241,7 @@ def grade(submission_path: str | Path, solutions_dir: str | Path, timeout: float
     locked cells are re-inserted; graded cells run in the lab's order. On timeout the kernel
     is killed and the remaining tests score 0 ("timed out"); over the memory limit the
     allocation fails or the kernel dies, and the cells that did not run score 0 with that
-    reason. At most ``OUTPUT_LIMIT_BYTES`` of outputs are kept in memory. A broken
+    reason. At most ``kernel.OUTPUT_LIMIT_BYTES`` of outputs are kept in memory. A broken
     submission (not a notebook, syntax errors, exceptions, unknown lab name) scores 0 where
     due, with a reason.
 

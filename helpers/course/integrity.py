@@ -1,0 +1,213 @@
+"""Grading integrity: is a graded function the student's own code?
+
+Hidden tests call ``require_own_code(function, forbidden)`` before they test a function the
+student had to write. It fails (``AssertionError`` with the reason, which the grader reports)
+unless
+
+* the object is a plain Python function whose code was compiled in the notebook (not
+  imported from ``helpers`` or anywhere else), and
+* nothing it can reach calls a reference implementation: the names in its code (and in the
+  code of its nested functions, lambdas and comprehensions, its default arguments, its
+  closure, and the notebook functions and classes it calls) are resolved in its globals,
+  attribute chains through modules are followed (``helpers.pruning.magnitude_mask``,
+  ``reference.magnitude_mask``), and every object found is checked against ``forbidden``.
+  Dynamic imports (``__import__``, ``importlib``, ``exec``/``eval``, a string naming a
+  forbidden module) are refused too.
+
+``forbidden`` names modules (``"helpers.pruning"``: the module, its submodules, and any
+function or class defined in them) or single objects (``"helpers.tinyml.fit_table"``). The
+check reads code and objects, never names, so renaming an import does not get past it.
+
+Hidden tests are instructor code, so they may import this module; teaching modules never do.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+import os
+import sys
+import types
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["require_own_code", "violations"]
+
+_MAX_OBJECTS = 10_000  # a bound on the walk (a notebook function reaches far fewer)
+_PLAIN = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _dynamic() -> set[int]:
+    """Ids of the ways to import or evaluate code by name at run time."""
+    return {id(obj) for obj in (builtins.__import__, builtins.exec, builtins.eval,
+                                builtins.compile, builtins.globals, builtins.vars,
+                                importlib.import_module, importlib.__import__, sys.modules)}
+
+
+def _origin(obj) -> str | None:
+    """The module an object was defined in (a module's own name for a module)."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if hasattr(obj, "func") and callable(getattr(obj, "func")):  # functools.partial
+        obj = obj.func
+    try:
+        module = getattr(obj, "__module__", None)
+    except Exception:  # an object whose attribute access raises
+        return None
+    return module if isinstance(module, str) else None
+
+
+def _qualified(obj) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    origin = _origin(obj)
+    if origin and isinstance(name, str):
+        return name if isinstance(obj, types.ModuleType) else f"{origin}.{name}"
+    return type(obj).__name__
+
+
+class _Forbidden:
+    """The forbidden modules (with their submodules and files) and objects."""
+
+    def __init__(self, names: Iterable[str]):
+        self.names = list(names)
+        modules, self.objects, self.files = [], set(), []
+        for name in self.names:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                module = None
+            if module is not None:
+                modules.append(name)
+                path = getattr(module, "__file__", None) or ""
+                self.files.append(str(Path(path).parent) + os.sep
+                                  if path.endswith("__init__.py") else path)
+                continue
+            module_name, _, attribute = name.rpartition(".")
+            try:
+                self.objects.add(id(getattr(importlib.import_module(module_name), attribute)))
+            except (ImportError, AttributeError, ValueError):
+                raise ValueError(f"forbidden must name modules or objects, got {name!r}") from None
+        self.modules = tuple(modules)
+
+    def __contains__(self, obj) -> bool:
+        if id(obj) in self.objects:
+            return True
+        origin = _origin(obj)
+        return bool(origin) and any(origin == m or origin.startswith(m + ".")
+                                    for m in self.modules)
+
+    def named_in(self, text: str) -> bool:
+        return any(text == name or text.startswith(name + ".") for name in self.names)
+
+    def compiled_in(self, code: types.CodeType) -> bool:
+        return any(file and code.co_filename.startswith(file) for file in self.files)
+
+
+def _codes(code: types.CodeType):
+    """A code object and every code object nested in it (functions, lambdas, comprehensions)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def violations(function, forbidden: Iterable[str]) -> list[str]:
+    """Why ``function`` is not the notebook's own code, one reason each (empty if it is).
+
+    Args:
+        function: The object the student defined (e.g. ``magnitude_mask``).
+        forbidden: Modules or objects that implement the task (``"helpers.pruning"``).
+
+    Returns:
+        Reasons such as ``"magnitude_mask uses helpers.pruning.magnitude_mask (a reference
+        implementation)"``; empty when the function is the student's own.
+
+    Raises:
+        ValueError: If an entry of ``forbidden`` names neither a module nor an object.
+    """
+    banned, dynamic = _Forbidden(forbidden), _dynamic()
+    name = getattr(function, "__name__", None) or type(function).__name__
+    if isinstance(function, types.MethodType):
+        function = function.__func__
+    if not isinstance(function, types.FunctionType):
+        return [f"{name} must be a function defined in the notebook, got {_qualified(function)}"]
+    if function.__module__ != "__main__" or function in banned:
+        return [f"{name} is {_qualified(function)}, not a function defined in the notebook"]
+    problems: list[str] = []
+    seen: set[int] = set()
+    todo = [function]
+    while todo and len(seen) < _MAX_OBJECTS:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, _PLAIN):
+            continue
+        seen.add(id(obj))
+        if obj in banned:
+            problems.append(f"{name} uses {_qualified(obj)} (a reference implementation)")
+        elif id(obj) in dynamic:
+            problems.append(f"{name} imports or evaluates code by name ({_qualified(obj)})")
+        elif isinstance(obj, type) and obj.__module__ == "__main__":
+            todo += list(vars(obj).values())  # a notebook class: check its methods
+        elif isinstance(obj, (staticmethod, classmethod)):
+            todo.append(obj.__func__)
+        elif isinstance(obj, property):
+            todo += [part for part in (obj.fget, obj.fset, obj.fdel) if part is not None]
+        elif isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+            problems += _scan_function(name, obj, banned, todo)
+    return sorted(set(problems))
+
+
+def _scan_function(name: str, function: types.FunctionType, banned: _Forbidden,
+                   todo: list) -> list[str]:
+    """Queue every object ``function``'s code can reach; return what its code shows."""
+    problems = []
+    attrs: set[str] = set()
+    for code in _codes(function.__code__):
+        attrs.update(code.co_names)
+        if banned.compiled_in(code):
+            problems.append(f"{name} runs code compiled from {code.co_filename} "
+                            "(a reference implementation)")
+        problems += [f"{name} names {const!r} (a reference implementation)"
+                     for const in code.co_consts
+                     if isinstance(const, str) and banned.named_in(const)]
+    scope = function.__globals__
+    reached = [scope[attr] if attr in scope else sys.modules.get(attr,  # `import x` inside
+                                                                 getattr(builtins, attr, None))
+               for attr in attrs]
+    reached += list(function.__defaults__ or ())
+    reached += list((function.__kwdefaults__ or {}).values())
+    for cell in function.__closure__ or ():
+        try:
+            reached.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            pass
+    # follow attribute chains through modules: `helpers.pruning.magnitude_mask`
+    frontier, known = [obj for obj in reached if isinstance(obj, types.ModuleType)], set()
+    while frontier:
+        module = frontier.pop()
+        if id(module) in known:
+            continue
+        known.add(id(module))
+        for attr in attrs:
+            value = module.__dict__.get(attr)
+            if value is not None:
+                reached.append(value)
+                if isinstance(value, types.ModuleType):
+                    frontier.append(value)
+    todo += [obj for obj in reached if obj is not None and not isinstance(obj, _PLAIN)]
+    return problems
+
+def require_own_code(function, forbidden: Iterable[str]) -> None:
+    """Fail unless ``function`` is the student's own code (see ``violations``).
+
+    Args:
+        function: The graded function, e.g. ``magnitude_mask``.
+        forbidden: Modules or objects implementing the task, e.g. ``["helpers.pruning"]``.
+
+    Raises:
+        AssertionError: Naming the reason, e.g. ``"magnitude_mask is
+            helpers.pruning.magnitude_mask, not a function defined in the notebook"``.
+    """
+    problems = violations(function, list(forbidden))
+    if problems:
+        raise AssertionError("; ".join(problems) + " (graded code must be your own)")
