@@ -30,10 +30,10 @@ prepare: $(STAMP)         ## run every lesson once, headless, so its models are 
 	done
 
 labs: $(STAMP)            ## regenerate labs/ from solutions/
-	$(BIN)/python -m helpers.course.grading generate
+	$(BIN)/python -m helpers.course generate
 
 check-labs: $(STAMP)
-	$(BIN)/python -m helpers.course.grading check
+	$(BIN)/python -m helpers.course check
 
 benchmark: $(STAMP)
 	$(BIN)/python -m helpers.benchmark --quick

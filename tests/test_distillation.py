@@ -344,7 +344,7 @@ def test_lab_is_generated_and_in_sync(lab3):
     _, labs = lab3
     committed = REPO / "labs" / LAB
     assert committed.read_bytes() == (labs / LAB).read_bytes(), \
-        "labs/ is stale: run `python -m helpers.course.grading generate`"
+        "labs/ is stale: run `python -m helpers.course generate`"
     text = committed.read_text()
     for secret in ("BEGIN SOLUTION", "HIDDEN TESTS", "tf.nn.log_softmax(t / temperature",
                    "_reference(", "fresh_teacher", "patient training"):

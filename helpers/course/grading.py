@@ -7,18 +7,11 @@ Written answers (``grade: true, solution: true`` or ``task: true``) are listed a
 manual grading; their points are not in ``score``. Test cells and locked cells always run in
 the lab's version, matched by ``grade_id``, so students cannot weaken, delete or reorder them.
 
-``grade_many`` grades many submissions at once, each in its own worker process and kernel;
-the command line (this module's ``main``) checks the input first, keeps a CSV that is always
-complete and in a stable order, resumes an interrupted run and writes a report::
-
-    python -m helpers.course.grading generate [--solutions DIR] [--labs DIR]
-    python -m helpers.course.grading check [--solutions DIR] [--labs DIR]
-    python -m helpers.course.grading grade SUBMISSION.ipynb... [--jobs N] [--timeout S]
-        [--memory-mb MB] [--csv FILE] [--report DIR]
+``grade_many`` grades many submissions at once, each in its own worker process and kernel.
+The command line is ``python -m helpers.course grade`` (``helpers.course.cli``).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -26,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -38,9 +32,8 @@ from helpers.course.labs import check_labs, generate_labs
 from helpers.course.report import CSV_COLUMNS, format_result
 
 # the labs and report names re-exported here are the ones a grading script needs
-__all__ = ["GradedCell", "GradeResult", "default_jobs",
-           "default_memory_mb", "grade", "grade_many", "check_submissions", "main",
-           "generate_labs", "check_labs", "format_result", "CSV_COLUMNS"]
+__all__ = ["GradedCell", "GradeResult", "check_limit", "find_source", "unknown_lab",
+           "default_jobs", "default_memory_mb", "grade", "grade_many", "generate_labs", "check_labs", "format_result", "CSV_COLUMNS"]
 
 _WORKER_MARGIN_S = 120  # a worker's wall-clock allowance beyond the notebook's time limit
 
@@ -100,7 +93,7 @@ class GradeResult:
         return [cell for cell in self.cells if cell.status == "manual"]
 
 
-def _check_positive(name: str, value: float | None, unit: str = "seconds") -> None:
+def check_limit(name: str, value: float | None, unit: str = "seconds") -> None:
     """ValueError unless ``value`` is None or a finite number > 0."""
     if value is None:
         return
@@ -109,7 +102,7 @@ def _check_positive(name: str, value: float | None, unit: str = "seconds") -> No
         raise ValueError(f"{name} must be > 0 {unit}, got {shown}")
 
 
-def _find_source(name: str, solutions_dir: Path) -> Path | None:
+def find_source(name: str, solutions_dir: Path) -> Path | None:
     """The solutions notebook a submission belongs to, by file name.
 
     ``lab1_pruning.ipynb`` matches ``solutions/lab1_pruning.ipynb``; failing an exact
@@ -174,9 +167,9 @@ def _build_run(source_nb: nbformat.NotebookNode, student_nb: nbformat.NotebookNo
 def _grade_into(result: GradeResult, solutions_dir: Path, timeout: float,
                 cell_timeout: float | None, memory_mb: float | None) -> None:
     """Fill ``result`` in place (so that a grader bug still leaves the rows found so far)."""
-    source_path = _find_source(result.submission.name, solutions_dir)
+    source_path = find_source(result.submission.name, solutions_dir)
     if source_path is None:
-        result.error = _unknown_lab(result.submission, solutions_dir)
+        result.error = unknown_lab(result.submission, solutions_dir)
         return
     result.lab = source_path.stem
     source_nb = labs.read_source(source_path)
@@ -224,7 +217,8 @@ def _grade_into(result: GradeResult, solutions_dir: Path, timeout: float,
             result.notes.append(f"cell {grade_id} raised {errors[index]}")
 
 
-def _unknown_lab(submission: Path, solutions_dir: Path) -> str:
+def unknown_lab(submission: Path, solutions_dir: Path) -> str:
+    """The reason a submission matches no lab, naming the labs there are."""
     known = ", ".join(path.stem for path in labs.solution_notebooks(solutions_dir)) or "none"
     return f"no lab named {submission.stem!r} in {solutions_dir} (labs: {known})"
 
@@ -265,9 +259,9 @@ def grade(submission_path: str | Path, solutions_dir: str | Path, timeout: float
         >>> grade("submissions/alice/lab1_pruning.ipynb", "solutions").score  # doctest: +SKIP
         7
     """
-    _check_positive("timeout", timeout)
-    _check_positive("cell_timeout", cell_timeout)
-    _check_positive("memory_mb", memory_mb, "MB")
+    check_limit("timeout", timeout)
+    check_limit("cell_timeout", cell_timeout)
+    check_limit("memory_mb", memory_mb, "MB")
     solutions_dir = Path(solutions_dir)
     labs.solution_notebooks(solutions_dir)
     result = GradeResult(submission=Path(submission_path))
@@ -308,28 +302,51 @@ def _worker() -> None:
     print(json.dumps({**asdict(result), "submission": str(result.submission)}))
 
 
-def _grade_in_worker(submission: Path, solutions_dir: Path, timeout: float,
-                     cell_timeout: float | None, memory_mb: float | None) -> GradeResult:
-    """``grade`` in a separate Python process, so one bad grading cannot stop the others."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    job = {"submission": str(submission), "solutions": str(solutions_dir), "timeout": timeout,
-           "cell_timeout": cell_timeout, "memory_mb": memory_mb}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", "from helpers.course.grading import _worker; _worker()"],
-            input=json.dumps(job), capture_output=True, text=True, env=env,
-            timeout=timeout + _WORKER_MARGIN_S)
-        if done.returncode == 0:
-            return _result_from_json(done.stdout.strip().splitlines()[-1])
-        why = labs.first_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
-                              else f"exit code {done.returncode}")
-    except subprocess.TimeoutExpired:
-        why = f"worker did not finish within {timeout + _WORKER_MARGIN_S:g} s"
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        why = f"{type(error).__name__}: {labs.first_line(error)}"
-    return GradeResult(submission=submission, error=f"grader error: {why}")
+class _Workers:
+    """The running worker processes of one ``grade_many`` call, so that all can be stopped."""
+
+    def __init__(self):
+        self.lock, self.running, self.stopping = threading.Lock(), set(), False
+
+    def grade(self, submission: Path, solutions_dir: Path, timeout: float,
+              cell_timeout: float | None, memory_mb: float | None) -> GradeResult:
+        """``grade`` in a separate Python process, so one bad grading cannot stop the others."""
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        job = {"submission": str(submission), "solutions": str(solutions_dir),
+               "timeout": timeout, "cell_timeout": cell_timeout, "memory_mb": memory_mb}
+        with self.lock:
+            if self.stopping:
+                return GradeResult(submission=submission, error="grading interrupted")
+            worker = subprocess.Popen(
+                [sys.executable, "-c", "from helpers.course.grading import _worker; _worker()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env=env)
+            self.running.add(worker)
+        try:
+            out, err = worker.communicate(json.dumps(job), timeout=timeout + _WORKER_MARGIN_S)
+            if worker.returncode == 0:
+                return _result_from_json(out.strip().splitlines()[-1])
+            why = labs.first_line(err.strip().splitlines()[-1] if err.strip()
+                                  else f"exit code {worker.returncode}")
+        except subprocess.TimeoutExpired:  # its kernel exits with it (ipykernel's parent poller)
+            worker.kill()
+            worker.communicate()
+            why = f"worker did not finish within {timeout + _WORKER_MARGIN_S:g} s"
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            why = f"{type(error).__name__}: {labs.first_line(error)}"
+        finally:
+            with self.lock:
+                self.running.discard(worker)
+        return GradeResult(submission=submission, error=f"grader error: {why}")
+
+    def stop(self) -> None:
+        """Start no new worker and kill the running ones (their kernels exit with them)."""
+        with self.lock:
+            self.stopping = True
+            for worker in self.running:
+                worker.kill()
 
 
 def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
@@ -345,7 +362,8 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
         timeout: Time limit per notebook, in seconds.
         cell_timeout: Optional time limit per cell, in seconds.
         memory_mb: Memory limit per kernel in MB (default: ``default_memory_mb(jobs)``).
-        on_result: Called with each result as soon as it is ready (in finishing order).
+        on_result: Called with each result as soon as it is ready (in finishing order). If
+            it raises, or the call is interrupted, every worker is stopped.
 
     Returns:
         One ``GradeResult`` per submission, in the order of ``submissions``.
@@ -361,169 +379,22 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
     for name, value, unit in (("timeout", timeout, "seconds"),
                               ("cell_timeout", cell_timeout, "seconds"),
                               ("memory_mb", memory_mb, "MB")):
-        _check_positive(name, value, unit)
+        check_limit(name, value, unit)
     solutions_dir = Path(solutions_dir)
     labs.solution_notebooks(solutions_dir)
     paths = [Path(path) for path in submissions]
     results: list[GradeResult | None] = [None] * len(paths)
+    workers = _Workers()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_grade_in_worker, path, solutions_dir, timeout, cell_timeout,
-                               memory_mb): number for number, path in enumerate(paths)}
-        for future in as_completed(futures):
-            results[futures[future]] = result = future.result()
-            if on_result is not None:
-                on_result(result)
+        try:
+            futures = {pool.submit(workers.grade, path, solutions_dir, timeout, cell_timeout,
+                                   memory_mb): number for number, path in enumerate(paths)}
+            for future in as_completed(futures):
+                results[futures[future]] = result = future.result()
+                if on_result is not None:
+                    on_result(result)
+        except BaseException:  # KeyboardInterrupt, or on_result failed: stop every worker
+            workers.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results
-
-
-# ---------------------------------------------------------------- command line
-
-def _student(path: Path, lab: str) -> str:
-    """Who handed in ``path``: its name without the lab (``alice_lab1_pruning``), or its folder."""
-    rest = path.stem.replace(lab, "", 1).strip(" _-.")
-    return rest or path.resolve().parent.name
-
-
-def check_submissions(submissions: Sequence[str | Path], solutions_dir: str | Path) -> list[str]:
-    """Problems that stop a grading run before it starts, one line each (empty if none).
-
-    Reported: a folder given instead of notebooks, a notebook for an unknown lab, and two
-    submissions for the same student and lab (the student is the file name without the
-    lab's name, ``alice_lab1_pruning.ipynb`` -> ``alice``, or else the folder's name,
-    ``alice/lab1_pruning.ipynb`` -> ``alice``). A missing file is not a problem here: it is
-    graded 0 with the reason.
-    """
-    solutions_dir = Path(solutions_dir)
-    problems, owners = [], {}
-    for path in map(Path, submissions):
-        if path.is_dir():
-            problems.append(f"{path} is a folder; pass its notebooks, e.g. {path}/*.ipynb "
-                            f"or {path}/*/*.ipynb")
-            continue
-        source = _find_source(path.name, solutions_dir)
-        if source is None:
-            problems.append(f"{path}: {_unknown_lab(path, solutions_dir)}")
-            continue
-        key = (_student(path, source.stem), source.stem)
-        if key in owners:
-            problems.append(f"two submissions for student {key[0]!r}, {key[1]}: "
-                            f"{owners[key]} and {path}; keep one")
-        else:
-            owners[key] = path
-    return problems
-
-
-def _default_root() -> Path:
-    """The repository: the current directory if it has ``solutions/``, else the package's."""
-    cwd = Path.cwd()
-    return cwd if (cwd / "solutions").is_dir() else Path(__file__).resolve().parents[2]
-
-
-def _parser(root: Path) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m helpers.course.grading",
-                                     description="Generate, check and grade the graded labs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("generate", "write labs/ from solutions/"),
-                       ("check", "exit 1 if labs/ is out of sync with solutions/ or leaks")):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--solutions", type=Path, default=root / "solutions")
-        command.add_argument("--labs", type=Path, default=root / "labs")
-    command = commands.add_parser("grade", help="grade submitted notebooks")
-    command.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION.ipynb")
-    command.add_argument("--solutions", type=Path, default=root / "solutions")
-    command.add_argument("--jobs", type=int, default=default_jobs(),
-                         help="submissions graded at once (default: the CPU cores, "
-                              f"{default_jobs()} here)")
-    command.add_argument("--timeout", type=float, default=600.0,
-                         help="time limit per notebook in seconds (default 600)")
-    command.add_argument("--cell-timeout", type=float, default=None,
-                         help="time limit per cell in seconds (default: none)")
-    command.add_argument("--memory-mb", type=float, default=None,
-                         help="memory limit per kernel in MB (default: 80%% of RAM / jobs)")
-    command.add_argument("--csv", type=Path, default=None,
-                         help="the score table; rerunning with the same file resumes")
-    command.add_argument("--report", type=Path, default=None, metavar="DIR",
-                         help="write an HTML grade report (index.html and plots) here")
-    return parser
-
-
-def _error(message: str, code: int = 2) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
-def _grade_command(args: argparse.Namespace) -> int:
-    """``grade``: check everything, then grade what the CSV does not hold yet."""
-    memory_mb = args.memory_mb if args.memory_mb is not None else (
-        default_memory_mb(args.jobs) if args.jobs > 0 else None)
-    try:
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be a positive integer, got {args.jobs}")
-        for name, value, unit in (("timeout", args.timeout, "seconds"),
-                                  ("cell_timeout", args.cell_timeout, "seconds"),
-                                  ("memory_mb", memory_mb, "MB")):
-            _check_positive(name, value, unit)
-        kept = report.read_csv(args.csv) if args.csv is not None else {}
-    except ValueError as error:
-        return _error(str(error))
-    problems = check_submissions(args.submissions, args.solutions)
-    if problems:
-        extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        return _error(problems[0] + extra)
-    if args.csv is not None and args.csv.is_dir():
-        return _error(f"--csv {args.csv} is a folder; give a file name, e.g. {args.csv}/grades.csv")
-    done = {report.submission_key(name) for name in kept}
-    todo = [path for path in args.submissions if report.submission_key(path) not in done]
-    if args.csv is not None and len(todo) < len(args.submissions):
-        print(f"resuming: {len(args.submissions) - len(todo)} submission(s) already in "
-              f"{args.csv}, grading {len(todo)}", file=sys.stderr)
-
-    def record(result: GradeResult) -> None:
-        print(report.format_result(result) + "\n", flush=True)
-        kept[str(result.submission)] = report.csv_rows(result)
-        if args.csv is not None:
-            report.write_csv(args.csv, kept)
-
-    try:
-        if args.csv is not None:
-            report.write_csv(args.csv, kept)  # fails early if the file cannot be written
-        grade_many(todo, args.solutions, args.jobs, args.timeout, args.cell_timeout, memory_mb,
-                   on_result=record)
-        if args.report is not None:
-            page = report.write_report(args.report, [row for rows in kept.values() for row in rows])
-            print(f"report: {page}")
-    except OSError as error:
-        return _error(f"cannot write: {error}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: ``generate``, ``check`` or ``grade``; returns the exit code.
-
-    Exit codes: 0 success (``grade``: grading ran, whatever the scores), 1 labs out of
-    sync or an invalid source notebook, 2 usage error (nothing graded, no file written).
-    """
-    args = _parser(_default_root()).parse_args(argv)
-    if not args.solutions.is_dir():
-        return _error(f"solutions directory not found: {args.solutions}")
-    if args.command == "grade":
-        return _grade_command(args)
-    try:
-        if args.command == "generate":
-            for path in labs.generate_labs(args.solutions, args.labs):
-                print(f"wrote {path}")
-            return 0
-        problems = labs.check_labs(args.solutions, args.labs)
-    except ValueError as error:  # an invalid source notebook
-        return _error(str(error), 1)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"labs out of sync: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
-    print("labs in sync")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,7 +30,9 @@ import types
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["require_own_code", "violations"]
+import numpy as np
+
+__all__ = ["require_own_code", "disqualify_unless_own", "require_full_int8", "violations"]
 
 _MAX_OBJECTS = 10_000  # a bound on the walk (a notebook function reaches far fewer)
 _PLAIN = (str, bytes, int, float, complex, bool, type(None))
@@ -211,3 +213,48 @@ def require_own_code(function, forbidden: Iterable[str]) -> None:
     problems = violations(function, list(forbidden))
     if problems:
         raise AssertionError("; ".join(problems) + " (graded code must be your own)")
+
+
+def disqualify_unless_own(namespace: dict, name: str, forbidden: Iterable[str]) -> None:
+    """``require_own_code`` for a check in a cell of its own, before the function's tests.
+
+    When ``namespace[name]`` is not the student's own code, it is replaced by a function
+    that raises the same ``AssertionError``, so that every later test of it fails with the
+    reason, and the error is raised here too.
+
+    Args:
+        namespace: The notebook's globals (``globals()``).
+        name: The graded function's name, e.g. ``"softmax_t"``.
+        forbidden: Modules or objects implementing the task.
+
+    Raises:
+        AssertionError: If the function is not the student's own code.
+    """
+    problems = violations(namespace.get(name), list(forbidden))
+    if problems:
+        message = "; ".join(problems) + " (graded code must be your own)"
+
+        def disqualified(*args, **kwargs):
+            raise AssertionError(message)
+
+        namespace[name] = disqualified
+        raise AssertionError(message)
+
+
+def require_full_int8(flatbuffer: bytes) -> None:
+    """Fail unless ``flatbuffer`` is a full-integer TFLite model (no float32 tensor at all).
+
+    Accuracy points for a quantized model count only for the compression they are about:
+    a float32 or dynamic-range file would keep its accuracy for free.
+
+    Raises:
+        AssertionError: Naming the float32 tensors found.
+    """
+    # imported here: it loads TensorFlow, which the code checks above do not need
+    from helpers import measure
+
+    details = measure.tflite_interpreter(flatbuffer).get_tensor_details()
+    floats = [detail["name"] for detail in details if detail["dtype"] == np.float32]
+    if floats:
+        raise AssertionError(f"the model is not full int8: {len(floats)} of {len(details)} "
+                             f"tensors are float32, e.g. {floats[0]!r}")

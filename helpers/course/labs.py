@@ -13,10 +13,10 @@ dependency). This module turns it into the student version ``labs/<lab>.ipynb``:
 Cells carry nbgrader's cell metadata (schema 3) under ``metadata.nbgrader``: ``grade``,
 ``grade_id``, ``points``, ``solution``, ``locked``, ``task``. The reading functions here
 (``parse_notebook``, ``cell_kind``, ``read_source``, ``cleared_source``) are shared with the
-autograder (``helpers.course.grading``), whose command line runs both::
+autograder (``helpers.course.grading``). On the command line::
 
-    python -m helpers.course.grading generate [--solutions DIR] [--labs DIR]
-    python -m helpers.course.grading check [--solutions DIR] [--labs DIR]
+    python -m helpers.course generate [--solutions DIR] [--labs DIR]
+    python -m helpers.course check [--solutions DIR] [--labs DIR]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ CODE_STUB = "raise NotImplementedError()"
 ANSWER_STUB = "YOUR ANSWER HERE"
 _MARKER_WORDS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
                  "BEGIN MARK SCHEME", "END MARK SCHEME")
-_REGENERATE = "run `python -m helpers.course.grading generate`"
+_REGENERATE = "run `python -m helpers.course generate`"
 
 
 def first_line(error: object, limit: int = 200) -> str:

@@ -1,0 +1,6 @@
+"""``python -m helpers.course``: generate, check and grade the graded labs (see ``cli``)."""
+import sys
+
+from helpers.course.cli import main
+
+sys.exit(main())
