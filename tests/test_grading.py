@@ -1,4 +1,4 @@
-"""Tests for helpers.course (labs, grading, report): lab generation, the sync/leak check and the autograder.
+"""Tests for helpers.course: lab generation, the sync/leak check, the autograder and its CLI.
 
 The fixture lab ``tests/fixtures/grading/solutions/lab0_demo.ipynb`` is pure Python (a
 ``square`` function, a visible test worth 1 point, a test with hidden tests worth 2 and a
@@ -47,7 +47,7 @@ def _with_source(notebook: nbformat.NotebookNode, grade_id: str, source: str):
 
 def _run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "helpers.course", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=180,
+                          capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -418,7 +418,8 @@ def test_cli_grades_in_parallel_into_a_sorted_csv_and_a_report(tmp_path, graded)
     for png in ("lab0_demo_scores.png", "lab0_demo_pass_rate.png"):
         assert f'src="{png}"' in page and (pages / png).read_bytes()[:4] == b"\x89PNG"
     assert "Submissions that errored" in page and "cannot read submission: file not found" in page
-    assert "<td>test_square_hidden</td><td>2</td><td>1</td><td>1</td><td>2</td><td>25 %</td>" in page
+    assert ("<td>test_square_hidden</td><td>2</td><td>1</td><td>1</td><td>2</td><td>25 %</td>"
+            in page)  # points, passed, failed, not run, pass rate
 
 
 def test_report_lists_pass_rates_and_errors_from_csv_rows(tmp_path, graded):
@@ -426,7 +427,8 @@ def test_report_lists_pass_rates_and_errors_from_csv_rows(tmp_path, graded):
             for row in report.csv_rows(graded[name][0])]
     page = report.write_report(tmp_path, rows).read_text()
     assert "3 submission(s), 1 lab(s)" in page
-    assert "<td>test_square_visible</td><td>1</td><td>1</td><td>1</td><td>1</td><td>33 %</td>" in page
+    assert ("<td>test_square_visible</td><td>1</td><td>1</td><td>1</td><td>1</td><td>33 %</td>"
+            in page)
     errored = page[page.index("Submissions that errored"):]
     assert str(graded["binary"][1]) in errored and str(graded["lab"][1]) not in errored
     assert "not a notebook (not UTF-8 text)" in errored

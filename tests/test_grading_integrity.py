@@ -63,7 +63,8 @@ def test_own_code_passes():
     ("from helpers.pruning import magnitude_mask as m\nclass Masker:\n"
      "    def __call__(self, w, s):\n        return m(w, s)\n"
      "def magnitude_mask(w, s):\n    return Masker()(w, s)", "uses helpers.pruning.magnitude_mask"),
-    ("def magnitude_mask(w, s):\n    return __import__('helpers.pruning').pruning.magnitude_mask(w, s)",
+    ("def magnitude_mask(w, s):\n"
+     "    return __import__('helpers.pruning').pruning.magnitude_mask(w, s)",
      "imports or evaluates code by name (builtins.__import__)"),
     ("import importlib\ndef magnitude_mask(w, s):\n"
      "    return importlib.import_module('helpers.' + 'pruning').magnitude_mask(w, s)",
@@ -164,7 +165,8 @@ ADVERSARIAL = {
         {"footprint_impl":
              "def footprint(flatbuffer):\n"
              "    micro = tinyml.evaluate_micro(flatbuffer, ds, limit=1)\n"
-             "    fits = micro.flash_kb <= BUDGET['flash_kb'] and micro.arena_kb <= BUDGET['arena_kb']\n"
+             "    fits = (micro.flash_kb <= BUDGET['flash_kb']\n"
+             "            and micro.arena_kb <= BUDGET['arena_kb'])\n"
              "    return {'flash_kb': micro.flash_kb, 'arena_kb': micro.arena_kb, 'fits': fits}",
          "prune_impl": "from helpers import pruning\n\ndef magnitude_prune(model, sparsity):\n"
                        "    return pruning.prune_low_magnitude(model, sparsity, 'layer')",

@@ -117,7 +117,8 @@ def _grade_command(args: argparse.Namespace) -> int:
                                   ("memory_mb", memory_mb, "MB")):
             check_limit(name, value, unit)
         if args.csv is not None and args.csv.is_dir():
-            raise ValueError(f"--csv {args.csv} is a folder; give a file, e.g. {args.csv}/grades.csv")
+            raise ValueError(f"--csv {args.csv} is a folder; give a file, "
+                             f"e.g. {args.csv / 'grades.csv'}")
         kept = report.read_csv(args.csv) if args.csv is not None else {}
     except ValueError as error:
         return _error(str(error))

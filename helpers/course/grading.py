@@ -27,13 +27,14 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.course import kernel, labs, report
+from helpers.course import kernel, labs
 from helpers.course.labs import check_labs, generate_labs
 from helpers.course.report import CSV_COLUMNS, format_result
 
 # the labs and report names re-exported here are the ones a grading script needs
-__all__ = ["GradedCell", "GradeResult", "check_limit", "find_source", "unknown_lab",
-           "default_jobs", "default_memory_mb", "grade", "grade_many", "generate_labs", "check_labs", "format_result", "CSV_COLUMNS"]
+__all__ = ["GradedCell", "GradeResult", "check_limit", "find_source", "unknown_lab", "grade",
+           "default_jobs", "default_memory_mb", "grade_many", "generate_labs", "check_labs",
+           "format_result", "CSV_COLUMNS"]
 
 _WORKER_MARGIN_S = 120  # a worker's wall-clock allowance beyond the notebook's time limit
 
@@ -305,14 +306,19 @@ def _worker() -> None:
 class _Workers:
     """The running worker processes of one ``grade_many`` call, so that all can be stopped."""
 
-    def __init__(self):
+    def __init__(self, jobs: int):
         self.lock, self.running, self.stopping = threading.Lock(), set(), False
+        # one share of the cores per kernel: TensorFlow's thread pools would otherwise each
+        # size themselves to every core and spin against each other
+        threads = str(max(1, default_jobs() // jobs))
+        self.env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+                    "OMP_NUM_THREADS": threads}
 
     def grade(self, submission: Path, solutions_dir: Path, timeout: float,
               cell_timeout: float | None, memory_mb: float | None) -> GradeResult:
         """``grade`` in a separate Python process, so one bad grading cannot stop the others."""
         package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**self.env, **os.environ, "PYTHONPATH": os.pathsep.join(
             [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         job = {"submission": str(submission), "solutions": str(solutions_dir),
                "timeout": timeout, "cell_timeout": cell_timeout, "memory_mb": memory_mb}
@@ -384,7 +390,7 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
     labs.solution_notebooks(solutions_dir)
     paths = [Path(path) for path in submissions]
     results: list[GradeResult | None] = [None] * len(paths)
-    workers = _Workers()
+    workers = _Workers(jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             futures = {pool.submit(workers.grade, path, solutions_dir, timeout, cell_timeout,

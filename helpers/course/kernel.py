@@ -126,9 +126,9 @@ def run_cells(cells: list, workdir: str, timeout: float, cell_timeout: float | N
                     stopped, why = index, f"timed out ({which} time limit {budget:g} s)"
                     break
                 except DeadKernelError:
-                    limit_text = f" or went over the memory limit of {memory_mb:g} MB"
-                    stopped, why = index, ("kernel died (crashed, exited"
-                                           f"{limit_text if memory_mb else ' or ran out of memory'})")
+                    cause = (f"went over the memory limit of {memory_mb:g} MB" if memory_mb
+                             else "ran out of memory")
+                    stopped, why = index, f"kernel died (crashed, exited or {cause})"
                     break
             else:
                 index = len(notebook.cells)
