@@ -117,8 +117,9 @@ def test_the_check_is_not_fooled_by_names():
 
 # ---------------------------------------------------------------- the four labs
 
-# lab -> (cells kept besides the setup, {answer cell: adversarial source}, tests that must
-# fail because of the integrity check, other tests that must fail)
+# lab -> (cells kept besides the setup, {answer cell (or "after <cell>" for a new cell):
+# adversarial source}, tests that must fail because of the integrity check, {other test
+# that must fail: part of its reason})
 ADVERSARIAL = {
     "lab1_pruning": (
         ["magnitude_mask", "test_magnitude_mask", "global_prune", "test_global_prune",
@@ -154,11 +155,10 @@ ADVERSARIAL = {
         ["softmax_t", "integrity_softmax_t", "test_softmax_t_visible", "test_softmax_t",
          "kd_loss", "integrity_kd_loss", "test_kd_loss_visible", "test_kd_loss"],
         {"softmax_t": "softmax_t = distillation.softmax_with_temperature",
-         "kd_loss": "def kd_loss(y_true, student_logits, teacher_logits, temperature=4.0, "
-                    "alpha=0.1):\n    return distillation.distillation_loss(\n"
-                    "        y_true, student_logits, teacher_logits, temperature, alpha)"},
+         # an own kd_loss passes its check; the reference bound after the check is caught
+         "after integrity_kd_loss": "kd_loss = distillation.distillation_loss"},
         ["integrity_softmax_t", "test_softmax_t_visible", "test_softmax_t",
-         "integrity_kd_loss", "test_kd_loss_visible", "test_kd_loss"], {}),
+         "test_kd_loss_visible", "test_kd_loss"], {}),
     "lab4_tinyml": (
         ["baseline", "footprint_impl", "test_footprint", "prune_impl", "prune_run",
          "test_prune", "shrink_impl", "test_shrink"],
@@ -192,9 +192,12 @@ def adversarial(tmp_path_factory):
         source.cells = [cell for cell in source.cells if _grade_id(cell) in ("setup", *kept)]
         assert [_grade_id(cell) for cell in source.cells] == ["setup", *kept], lab
         nbformat.write(source, root / "solutions" / f"{lab}.ipynb")
-        for cell in source.cells:
+        for cell in list(source.cells):
             if _grade_id(cell) in answers:
                 cell.source = answers[_grade_id(cell)]
+            if f"after {_grade_id(cell)}" in answers:  # a student cell after this one
+                source.cells.insert(source.cells.index(cell) + 1, nbformat.v4.new_code_cell(
+                    answers[f"after {_grade_id(cell)}"]))
         paths.append(root / "student" / f"{lab}.ipynb")
         paths[-1].parent.mkdir(exist_ok=True)
         nbformat.write(source, paths[-1])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -138,7 +139,9 @@ def _grade_command(args: argparse.Namespace) -> int:
         if args.csv is not None:
             report.write_csv(args.csv, kept)
 
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the workers like Ctrl-C
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # `kill` stops the workers like Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.csv is not None:
             report.write_csv(args.csv, kept)  # fails early if the file cannot be written
@@ -152,6 +155,9 @@ def _grade_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         where = f"; {args.csv} holds them, rerun the same command to resume" if args.csv else ""
         return _error(f"interrupted after {len(kept) - len(done)} submission(s){where}", 130)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -23,6 +23,7 @@ Hidden tests are instructor code, so they may import this module; teaching modul
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
 import os
 import sys
@@ -51,7 +52,7 @@ def _origin(obj) -> str | None:
         return obj.__name__
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
-    if hasattr(obj, "func") and callable(getattr(obj, "func")):  # functools.partial
+    if isinstance(obj, functools.partial):
         obj = obj.func
     try:
         module = getattr(obj, "__module__", None)
@@ -215,12 +216,28 @@ def require_own_code(function, forbidden: Iterable[str]) -> None:
         raise AssertionError("; ".join(problems) + " (graded code must be your own)")
 
 
+def _disqualify(namespace: dict, name: str, forbidden: list[str]) -> str:
+    """Replace ``namespace[name]`` by a function raising the reason if it is not own code."""
+    problems = violations(namespace.get(name), forbidden)
+    if not problems:
+        return ""
+    message = "; ".join(problems) + " (graded code must be your own)"
+
+    def disqualified(*args, **kwargs):
+        raise AssertionError(message)
+
+    disqualified.__integrity_message__ = message
+    namespace[name] = disqualified
+    return message
+
+
 def disqualify_unless_own(namespace: dict, name: str, forbidden: Iterable[str]) -> None:
     """``require_own_code`` for a check in a cell of its own, before the function's tests.
 
     When ``namespace[name]`` is not the student's own code, it is replaced by a function
     that raises the same ``AssertionError``, so that every later test of it fails with the
-    reason, and the error is raised here too.
+    reason, and the error is raised here too. In IPython the check runs again after every
+    later cell, so a reference bound to the name after this cell is replaced as well.
 
     Args:
         namespace: The notebook's globals (``globals()``).
@@ -230,14 +247,16 @@ def disqualify_unless_own(namespace: dict, name: str, forbidden: Iterable[str]) 
     Raises:
         AssertionError: If the function is not the student's own code.
     """
-    problems = violations(namespace.get(name), list(forbidden))
-    if problems:
-        message = "; ".join(problems) + " (graded code must be your own)"
+    forbidden = list(forbidden)
+    shell = getattr(builtins, "get_ipython", lambda: None)()
+    if shell is not None:
+        def recheck(result) -> None:
+            if not hasattr(namespace.get(name), "__integrity_message__"):
+                _disqualify(namespace, name, forbidden)
 
-        def disqualified(*args, **kwargs):
-            raise AssertionError(message)
-
-        namespace[name] = disqualified
+        shell.events.register("post_run_cell", recheck)
+    message = _disqualify(namespace, name, forbidden)
+    if message:
         raise AssertionError(message)
 
 
