@@ -204,13 +204,15 @@ def write_report(out_dir: str | Path, rows: Iterable[Mapping[str, str]]) -> Path
                            sum(row["status"] == "failed" for row in tests[name]),
                            sum(row["status"] == "error" for row in tests[name]),
                            f"{100 * rate:.0f} %"] for name, rate in rates])]
-    errored = [row for row in totals if row["status"] == "error"
-               or any(other["submission"] == row["submission"] and other["status"] == "error"
-                      for other in rows)]
+    not_run: dict[str, Mapping[str, str]] = {}  # submission -> its first test not run
+    for row in rows:
+        if row["status"] == "error" and row["grade_id"] != "TOTAL":
+            not_run.setdefault(row["submission"], row)
+    errored = [row for row in totals if row["status"] == "error" or row["submission"] in not_run]
     parts.append("<h2>Submissions that errored</h2>")
     parts.append(_table(["submission", "lab", "score", "why"],
                         [[row["submission"], row["lab"] or "-",
-                          f"{row['points']}/{row['max_points']}", _why(row, rows)]
+                          f"{row['points']}/{row['max_points']}", _why(row, not_run)]
                          for row in errored]) if errored else "<p>None.</p>")
     style = ("body{font-family:sans-serif;max-width:60em;margin:auto}img{max-width:100%}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
@@ -221,11 +223,7 @@ def write_report(out_dir: str | Path, rows: Iterable[Mapping[str, str]]) -> Path
     return cache.atomic_write(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
-def _why(total: Mapping[str, str], rows: list[Mapping[str, str]]) -> str:
-    """The reason a submission errored: its TOTAL reason, else its first test not run."""
-    if total["reason"]:
-        return total["reason"]
-    for row in rows:
-        if row["submission"] == total["submission"] and row["status"] == "error":
-            return f"{row['grade_id']}: {row['reason']}"
-    return ""
+def _why(total: Mapping[str, str], not_run: Mapping[str, Mapping[str, str]]) -> str:
+    """Why a submission errored: its first test not run, else its TOTAL reason."""
+    first = not_run.get(total["submission"])
+    return f"{first['grade_id']}: {first['reason']}" if first else total["reason"]
