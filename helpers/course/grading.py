@@ -361,6 +361,10 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
                on_result: Callable[[GradeResult], None] | None = None) -> list[GradeResult]:
     """Grade submissions in parallel, each in its own worker process and kernel.
 
+    Each kernel gets one share of the cores for TensorFlow's thread pools
+    (``TF_NUM_INTRAOP_THREADS`` etc. = cores // jobs, unless already set), so parallel
+    kernels do not spin against each other.
+
     Args:
         submissions: The notebooks to grade.
         solutions_dir: Directory of source notebooks (``solutions/``).
