@@ -68,7 +68,7 @@ class _CappedClient(NotebookClient):
 
 
 def run_cells(cells: list, workdir: str, timeout: float, cell_timeout: float | None,
-             memory_mb: float | None, notes: list[str]) -> tuple[dict[int, str], int | None, str]:
+              memory_mb: float | None, notes: list[str]) -> tuple[dict[int, str], int | None, str]:
     """Run cells one by one in a fresh kernel, continuing after errors.
 
     Args:
