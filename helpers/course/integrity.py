@@ -28,6 +28,7 @@ import importlib
 import os
 import sys
 import types
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -193,6 +194,13 @@ def _scan_function(name: str, function: types.FunctionType, banned: _Forbidden,
         known.add(id(module))
         for attr in attrs:
             value = module.__dict__.get(attr)
+            if value is None and "__getattr__" in module.__dict__:  # lazy names: helpers.X
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        value = getattr(module, attr)
+                    except Exception:  # AttributeError, or a lazy import that fails
+                        value = None
             if value is not None:
                 reached.append(value)
                 if isinstance(value, types.ModuleType):
