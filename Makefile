@@ -43,10 +43,10 @@ slides: $(STAMP) $(NODE_STAMP)  ## lessons -> build/slides/<lesson>.slides.html,
 	$(BIN)/python -m helpers.course.slides --jobs $(JOBS)
 
 labs: $(STAMP)            ## regenerate labs/ from solutions/
-	$(BIN)/python -m helpers.grading generate
+	$(BIN)/python -m helpers.course generate
 
 check-labs: $(STAMP)
-	$(BIN)/python -m helpers.grading check
+	$(BIN)/python -m helpers.course check
 
 benchmark: $(STAMP)
 	$(BIN)/python -m helpers.benchmark --quick

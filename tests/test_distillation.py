@@ -331,7 +331,7 @@ def test_plots_draw_soft_targets_and_the_comparison():
 # ---------------------------------------------------------------- the graded lab
 @pytest.fixture(scope="module")
 def lab3(tmp_path_factory):
-    from helpers import grading
+    from helpers.course import grading
 
     solutions = tmp_path_factory.mktemp("solutions")
     shutil.copy(REPO / "solutions" / LAB, solutions / LAB)
@@ -344,7 +344,7 @@ def test_lab_is_generated_and_in_sync(lab3):
     _, labs = lab3
     committed = REPO / "labs" / LAB
     assert committed.read_bytes() == (labs / LAB).read_bytes(), \
-        "labs/ is stale: run `python -m helpers.grading generate`"
+        "labs/ is stale: run `python -m helpers.course generate`"
     text = committed.read_text()
     for secret in ("BEGIN SOLUTION", "HIDDEN TESTS", "tf.nn.log_softmax(t / temperature",
                    "_reference(", "fresh_teacher", "patient training"):
@@ -352,7 +352,7 @@ def test_lab_is_generated_and_in_sync(lab3):
 
 
 def test_solution_scores_full_marks_and_the_untouched_lab_zero(lab3):
-    from helpers import grading
+    from helpers.course import grading
 
     solutions, labs = lab3
     solved = grading.grade(REPO / "solutions" / LAB, solutions, timeout=600)

@@ -481,7 +481,7 @@ def test_quantization_plots():
 
 # ---------------------------------------------------------------------------- the lab
 def test_lab2_solution_scores_full_marks_and_the_untouched_lab_zero():
-    from helpers import grading
+    from helpers.course import grading
 
     solutions = REPO / "solutions"
     problems = grading.check_labs(solutions, REPO / "labs")

@@ -315,7 +315,7 @@ def test_cli_exit_codes_and_messages(tmp_path, int8_model, gelu_model, capsys):
 
 # ---------------------------------------------------------------- lab 4
 def test_lab4_solution_scores_full_marks_and_the_lab_scores_zero():
-    from helpers import grading
+    from helpers.course import grading
 
     solutions, lab = REPO / "solutions", REPO / "labs" / "lab4_tinyml.ipynb"
     problems = grading.check_labs(solutions, REPO / "labs")
