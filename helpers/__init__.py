@@ -7,7 +7,7 @@ Importing this package configures TensorFlow for the course, once:
 * TensorFlow's C++ and Python logs are quieted to errors only.
 
 Import ``helpers`` *before* TensorFlow; TensorFlow itself loads on first use (see
-``helpers._tf``), so tools that do not need it, like ``python -m helpers.grading``, start fast.
+``helpers._tf``), so tools that do not need it, like ``python -m helpers.course``, start fast.
 Each technique lives in its own module (``helpers.data``, ``helpers.models``,
 ``helpers.measure``, ``helpers.pruning``, ...), each with its ``__all__``; this package itself
 exposes only ``load_dataset`` and ``set_seed``. Instructor tooling (lab generation, grader,
@@ -32,7 +32,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # same numbers on every x86
 
 # The two names a notebook calls on `helpers` itself (the parameters cell's `load_dataset`,
 # lesson 04's `set_seed`); everything else is used through its module (`helpers.pruning`, ...).
-# Imported on first use, so `import helpers` and `python -m helpers.grading` stay fast.
+# Imported on first use, so `import helpers` and `python -m helpers.course` stay fast.
 _PUBLIC = {"load_dataset": "helpers.data", "set_seed": "helpers.models"}
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
