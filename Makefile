@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: lab test prepare labs check-labs benchmark clean
+.PHONY: lab test test-hub hub prepare labs check-labs benchmark clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + "); run: make PYTHON=/path/to/python3.11")'
@@ -17,11 +17,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edge-ai)" >/dev/null
 	touch $(STAMP)
 
+# The class hub (docs/jupyterhub.md): JupyterHub and nbgitpuller (extra `hub`), and the
+# configurable-http-proxy pinned in deploy/jupyterhub/local/package-lock.json (needs Node 20+).
+HUB_STAMP := $(VENV)/.installed-hub
+PROXY     := deploy/jupyterhub/local/node_modules/.bin/configurable-http-proxy
+
+$(HUB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,hub]'
+	touch $(HUB_STAMP)
+
+$(PROXY): deploy/jupyterhub/local/package-lock.json
+	npm ci --prefix deploy/jupyterhub/local --no-audit --no-fund --loglevel=error
+	touch -h $(PROXY)
+
 lab: $(STAMP)             ## (--allow-root: Jupyter refuses root, e.g. in a container, without it)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/00_introduction.ipynb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS)
+
+test-hub: $(HUB_STAMP) $(PROXY)   ## the local-hub test: simulated students on a JupyterHub on 127.0.0.1
+	EDGE_AI_HUB_TEST=1 $(BIN)/python -m pytest -n 0 tests/test_hub.py
+
+hub: $(HUB_STAMP) $(PROXY)        ## a local JupyterHub on http://127.0.0.1:8000 (any user name logs in)
+	$(BIN)/jupyterhub -f deploy/jupyterhub/local/jupyterhub_config.py
 
 prepare: $(STAMP)         ## run every lesson once, headless, so its models are cached before class
 	@for nb in lessons/*.ipynb lessons/deeper/*.ipynb; do \
