@@ -107,7 +107,7 @@ def test_course_link_opens_a_lesson_of_this_repository():
                                 pull["urlpath"])
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
     assert link.startswith("https://hub.example.org/hub/user-redirect/git-pull?")
-    assert query == {"repo": [pull["repo"]], "branch": [pull["branch"]], "urlpath": [pull["urlpath"]]}
+    assert query == {key: [pull[key]] for key in ("repo", "branch", "urlpath")}
 
 
 def test_image_installs_as_make_does():
@@ -140,8 +140,9 @@ def hub():
     test fails, and checked to be gone."""
     assert loadtest.PROXY.exists(), "run `make test-hub` (it installs the pinned proxy with npm ci)"
     with loadtest.local_hub() as running:
-        pids = [running.process.pid] + [p.pid for p in psutil.Process(running.process.pid).children()]
         yield running
+        pids = [running.process.pid] + [
+            p.pid for p in psutil.Process(running.process.pid).children(recursive=True)]
     time.sleep(0.5)
     assert not [pid for pid in pids if psutil.pid_exists(pid)
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
@@ -186,13 +187,14 @@ def test_nbgitpuller_link_clones_the_course(hub, tmp_path):
     _call(hub, "POST", f"/users/{name}")
     _call(hub, "POST", f"/users/{name}/server")
     deadline = time.monotonic() + 300
-    while not json.load(_call(hub, "GET", f"/users/{name}")).get("servers", {}).get("", {}).get("ready"):
+    while not json.load(_call(hub, "GET", f"/users/{name}"))["servers"].get("", {}).get("ready"):
         assert time.monotonic() < deadline, "the student's server did not start in 300 s"
         time.sleep(0.5)
     token = json.load(_call(hub, "POST", f"/users/{name}/tokens", body={}))["token"]
     query = urllib.parse.urlencode({"repo": str(course), "branch": pull["branch"]})
     events = []
-    with _call(hub, "GET", f"/git-pull/api?{query}", token, base=f"/user/{name}", timeout=120) as stream:
+    server = f"/user/{name}"
+    with _call(hub, "GET", f"/git-pull/api?{query}", token, base=server, timeout=120) as stream:
         for line in stream:  # server-sent events, ends when the pull has finished or failed
             if line.startswith(b"data: "):
                 events.append(json.loads(line[6:]))
@@ -200,6 +202,6 @@ def test_nbgitpuller_link_clones_the_course(hub, tmp_path):
                     break
     assert events and events[-1]["phase"] == "finished", events[-1:]
     path = urllib.parse.quote(pull["urlpath"].split("/", 2)[2])
-    reply = json.load(_call(hub, "GET", f"/api/contents/{path}?content=0", token, base=f"/user/{name}"))
+    reply = json.load(_call(hub, "GET", f"/api/contents/{path}?content=0", token, base=server))
     assert reply["type"] == "notebook"
     _call(hub, "DELETE", f"/users/{name}/server")

@@ -9,7 +9,8 @@ from /proc every half second. Every wait is bounded, and the hub, its proxy and 
 and kernel it started are stopped on the way out, also after an error.
 
     .venv/bin/python deploy/jupyterhub/loadtest.py --students 1 2 4 8
-    .venv/bin/python deploy/jupyterhub/loadtest.py --students 2 --notebook solutions/lab1_pruning.ipynb
+    .venv/bin/python deploy/jupyterhub/loadtest.py --students 1 \
+        --notebook solutions/lab1_pruning.ipynb
 
 prints one Markdown table row per K. docs/jupyterhub.md records the output and the sizing taken
 from it. tests/test_hub.py imports this module.
@@ -32,16 +33,16 @@ import urllib.parse
 import urllib.request
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import psutil
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-__all__ = ["HERE", "REPO", "PROXY", "LocalHub", "StudentRun", "local_hub", "course_link", "code_cells",
-           "run_students", "summarize", "main"]
+__all__ = ["HERE", "REPO", "PROXY", "DEFAULT_NOTEBOOK", "LocalHub", "StudentRun", "local_hub",
+           "course_link", "code_cells", "run_students", "summarize", "main"]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -168,7 +169,6 @@ class StudentRun:
     done_s: float | None = None
     cells_run: int = 0
     peak_rss_mb: float = 0.0
-    timeline: list = field(default_factory=list, repr=False)
 
 
 async def _api(hub: LocalHub, method: str, path: str, token: str | None = None,
@@ -240,7 +240,8 @@ async def _student(hub: LocalHub, name: str, cells: list[str], timeout: float) -
                             body={"note": "loadtest"}))["token"]
         kernel = await _api(hub, "POST", "/api/kernels", token, {"name": "python3"},
                             base=f"/user/{name}")
-        ws_url = hub.url.replace("http", "ws", 1) + f"/user/{name}/api/kernels/{kernel['id']}/channels"
+        ws_url = (hub.url.replace("http", "ws", 1)
+                  + f"/user/{name}/api/kernels/{kernel['id']}/channels")
         ws = await asyncio.wait_for(websocket_connect(HTTPRequest(
             ws_url, headers={"Authorization": f"token {token}"})), 60)
         session = uuid.uuid4().hex
@@ -257,7 +258,7 @@ async def _student(hub: LocalHub, name: str, cells: list[str], timeout: float) -
             ws.close()
         run.done_s = since()
         run.ok = True
-    except (HTTPClientError, OSError, RuntimeError, TimeoutError, asyncio.TimeoutError) as err:
+    except Exception as err:  # noqa: BLE001 (any failure is this student's result, not a crash)
         run.error = f"{type(err).__name__}: {err}"
     return run
 
@@ -317,13 +318,19 @@ def summarize(runs: list[StudentRun]) -> dict:
 
     def stat(values):
         values = [v for v in values if v is not None]
-        return (round(statistics.median(values), 1), round(max(values), 1)) if values else (None, None)
+        if not values:
+            return None, None
+        return round(statistics.median(values), 1), round(max(values), 1)
     return {"students": len(runs), "completed": len(done),
             "rss_mb": stat([r.peak_rss_mb for r in runs]),
             "server_ready_s": stat([r.server_ready_s for r in done]),
             "first_result_s": stat([r.first_result_s for r in done]),
             "done_s": stat([r.done_s for r in done]),
             "errors": sorted({r.error for r in runs if r.error})}
+
+
+def _pair(values: tuple) -> str:
+    return " / ".join("-" if v is None else f"{v:g}" for v in values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such notebook: {args.notebook}")
     if any(k < 1 for k in args.students):
         parser.error("--students must be positive integers")
-    print(f"notebook: {args.notebook.relative_to(REPO) if args.notebook.is_absolute() else args.notebook}; "
-          f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+    print(f"notebook: {args.notebook}; {psutil.cpu_count()} CPUs, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
           f"load average at start {os.getloadavg()[0]:.1f}")
     print("| students | completed | peak RSS per student MB (median / max) | server ready s | "
           "first result s | whole notebook s | load avg |")
@@ -347,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     with local_hub() as hub:
         for round_, k in enumerate(args.students):
             row = summarize(run_students(hub, k, args.notebook, args.timeout, f"r{round_}s"))
-            fmt = lambda pair: " / ".join("-" if v is None else f"{v:g}" for v in pair)  # noqa: E731
-            print(f"| {k} | {row['completed']} | {fmt(row['rss_mb'])} | {fmt(row['server_ready_s'])} | "
-                  f"{fmt(row['first_result_s'])} | {fmt(row['done_s'])} | {os.getloadavg()[0]:.1f} |",
-                  flush=True)
+            cells = [k, row["completed"], _pair(row["rss_mb"]), _pair(row["server_ready_s"]),
+                     _pair(row["first_result_s"]), _pair(row["done_s"]),
+                     f"{os.getloadavg()[0]:.1f}"]
+            print("| " + " | ".join(map(str, cells)) + " |", flush=True)
             for error in row["errors"]:
                 print(f"  error: {error}", flush=True)
     return 0

@@ -23,8 +23,10 @@ c = get_config()  # noqa: F821 (defined by JupyterHub when it loads this file)
 
 # Loopback only: the public proxy port, the hub's own port and the proxy's API port.
 c.JupyterHub.bind_url = f"http://127.0.0.1:{PORT}"
-c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{int(os.environ.get('EDGE_AI_HUB_HUB_PORT', PORT + 1))}"
-c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{int(os.environ.get('EDGE_AI_HUB_API_PORT', PORT + 2))}"
+HUB_PORT = int(os.environ.get("EDGE_AI_HUB_HUB_PORT", PORT + 1))
+API_PORT = int(os.environ.get("EDGE_AI_HUB_API_PORT", PORT + 2))
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_PORT}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{API_PORT}"
 c.ConfigurableHTTPProxy.command = [str(HERE / "node_modules" / ".bin" / "configurable-http-proxy")]
 c.ConfigurableHTTPProxy.pid_file = str(STATE / "proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{STATE / 'jupyterhub.sqlite'}"
