@@ -205,3 +205,18 @@ def test_nbgitpuller_link_clones_the_course(hub, tmp_path):
     reply = json.load(_call(hub, "GET", f"/api/contents/{path}?content=0", token, base=server))
     assert reply["type"] == "notebook"
     _call(hub, "DELETE", f"/users/{name}/server")
+
+
+@live
+def test_a_hub_that_fails_to_start_reports_its_log_and_leaves_nothing(tmp_path, monkeypatch):
+    broken = tmp_path / "jupyterhub_config.py"
+    broken.write_text("raise SystemExit('broken config for the test')\n")
+    monkeypatch.setattr(loadtest, "CONFIG", broken)
+    before = set(psutil.pids())
+    with pytest.raises(RuntimeError, match="broken config for the test"):
+        with loadtest.local_hub(startup_timeout=60):
+            pass
+    time.sleep(0.5)
+    left = [p.info["cmdline"] for p in psutil.process_iter(["pid", "cmdline"])
+            if p.info["pid"] not in before and "jupyterhub" in " ".join(p.info["cmdline"] or [])]
+    assert not left

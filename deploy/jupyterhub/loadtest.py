@@ -79,28 +79,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stop_tree(root: psutil.Process, grace: float = 20.0) -> None:
-    """SIGTERM ``root`` (the hub stops its servers and proxy itself), then SIGKILL leftovers."""
+def _stop_tree(pid: int, grace: float = 20.0) -> None:
+    """SIGTERM the hub (it stops its servers and proxy itself), then SIGKILL whatever is left of
+    its process tree (servers run in sessions of their own) and of its process group."""
     try:
+        root = psutil.Process(pid)
         tree = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    try:
         root.send_signal(signal.SIGTERM)
-    except psutil.NoSuchProcess:
-        pass
-    _, alive = psutil.wait_procs([root], timeout=grace)
-    # Servers run in their own sessions; anything the hub did not stop in time is killed here.
+        psutil.wait_procs([root], timeout=grace)
+    except psutil.NoSuchProcess:  # the hub already exited (a failed start)
+        tree = []
     for proc in tree:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(tree, timeout=5)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the hub leads its own group (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @contextmanager
-def local_hub(startup_timeout: float = 90.0, state: Path | None = None):
+def local_hub(startup_timeout: float = 90.0):
     """Start the local hub on free loopback ports; yield a :class:`LocalHub`; always stop it.
 
     Raises:
@@ -112,7 +114,7 @@ def local_hub(startup_timeout: float = 90.0, state: Path | None = None):
         raise FileNotFoundError(f"configurable-http-proxy is not installed: run "
                                 f"`npm ci --prefix {PROXY.parents[2].relative_to(REPO)}`")
     with tempfile.TemporaryDirectory(prefix="edge-ai-hub-") as tmp:
-        state = Path(state or tmp)
+        state = Path(tmp)
         port, token = _free_port(), secrets.token_hex(16)
         env = dict(os.environ, EDGE_AI_HUB_STATE=str(state), EDGE_AI_HUB_PORT=str(port),
                    EDGE_AI_HUB_HUB_PORT=str(_free_port()), EDGE_AI_HUB_API_PORT=str(_free_port()),
@@ -127,7 +129,8 @@ def local_hub(startup_timeout: float = 90.0, state: Path | None = None):
             _wait_until_up(hub, startup_timeout)
             yield hub
         finally:
-            _stop_tree(psutil.Process(process.pid))
+            _stop_tree(process.pid)
+            process.wait(timeout=10)
 
 
 def _wait_until_up(hub: LocalHub, timeout: float) -> None:
