@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # The class hub (docs/jupyterhub.md): JupyterHub and nbgitpuller (extra `hub`), and the
 # configurable-http-proxy pinned in deploy/jupyterhub/local/package-lock.json (needs Node 20+).
 HUB_STAMP := $(VENV)/.installed-hub
-PROXY     := deploy/jupyterhub/local/node_modules/.bin/configurable-http-proxy
+PROXY     := deploy/jupyterhub/local/node_modules/.package-lock.json
 
 $(HUB_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,hub]'
@@ -28,7 +28,7 @@ $(HUB_STAMP): $(STAMP)
 
 $(PROXY): deploy/jupyterhub/local/package-lock.json
 	npm ci --prefix deploy/jupyterhub/local --no-audit --no-fund --loglevel=error
-	touch -h $(PROXY)
+	touch $(PROXY)
 
 lab: $(STAMP)             ## (--allow-root: Jupyter refuses root, e.g. in a container, without it)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/00_introduction.ipynb
