@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 import yaml
@@ -160,6 +161,19 @@ def test_students_run_lesson_00_at_once(hub):
     assert all(100 < r.peak_rss_mb < limit_mb for r in runs), [r.peak_rss_mb for r in runs]
     assert all(0 < r.server_ready_s <= r.first_result_s <= r.done_s for r in runs)
 
+
+
+@live
+def test_a_student_whose_cell_hangs_times_out_and_is_stopped(hub, tmp_path):
+    notebook = tmp_path / "hangs.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('first result')"),
+        nbformat.v4.new_code_cell("import time\ntime.sleep(3600)"),
+        nbformat.v4.new_code_cell("print('never reached')")]), notebook)
+    [run] = loadtest.run_students(hub, 1, notebook, timeout=150, prefix="hangs")
+    assert not run.ok and run.error.startswith("TimeoutError"), run.error
+    assert run.cells_run == 1 and run.first_result_s is not None
+    assert "hangs0" not in hub.servers()  # run_students stopped the server (and its kernel)
 
 def _call(hub, method, path, token=None, body=None, base="/hub/api", timeout=60):
     request = urllib.request.Request(
