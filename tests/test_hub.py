@@ -145,8 +145,8 @@ def hub():
         pids = [running.process.pid] + [
             p.pid for p in psutil.Process(running.process.pid).children(recursive=True)]
     time.sleep(0.5)
-    assert not [pid for pid in pids if psutil.pid_exists(pid)
-                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not [p.info for p in psutil.process_iter(["pid", "status", "cmdline"])
+                if p.info["pid"] in pids and p.info["status"] != psutil.STATUS_ZOMBIE]
 
 
 @live
@@ -155,12 +155,12 @@ def test_students_run_lesson_00_at_once(hub):
     runs = loadtest.run_students(hub, STUDENTS, timeout=900)
     assert [(r.name, r.ok, r.error) for r in runs] == [(r.name, True, "") for r in runs]
     assert all(r.cells_run == len(cells) for r in runs)
-    # Sizing check: each student stayed under the per-student memory limit of config.yaml
-    # (server + kernel peaked at 0.97 GB RSS for lesson 00, 1.1 GB for lab 1, in loadtest.py runs).
-    limit_mb = _bytes(CONFIG["singleuser"]["memory"]["limit"]) / 2**20
-    assert all(100 < r.peak_rss_mb < limit_mb for r in runs), [r.peak_rss_mb for r in runs]
+    # Sizing check: each student stayed within the memory config.yaml reserves per student
+    # (server + kernel peaked at 0.97 GB RSS for lesson 00, 1.1 GB for lab 1, in loadtest.py
+    # runs; the guarantee is 1.5 GB, the limit 3 GB).
+    guarantee_mb = _bytes(CONFIG["singleuser"]["memory"]["guarantee"]) / 2**20
+    assert all(100 < r.peak_rss_mb <= guarantee_mb for r in runs), [r.peak_rss_mb for r in runs]
     assert all(0 < r.server_ready_s <= r.first_result_s <= r.done_s for r in runs)
-
 
 
 @live
