@@ -17,14 +17,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 STATE = Path(os.environ.get("EDGE_AI_HUB_STATE", REPO / ".cache" / "local-hub"))
 PORT = int(os.environ.get("EDGE_AI_HUB_PORT", "8000"))
+HUB_PORT = int(os.environ.get("EDGE_AI_HUB_HUB_PORT", PORT + 1))
+API_PORT = int(os.environ.get("EDGE_AI_HUB_API_PORT", PORT + 2))
 STATE.mkdir(parents=True, exist_ok=True)
 
 c = get_config()  # noqa: F821 (defined by JupyterHub when it loads this file)
 
 # Loopback only: the public proxy port, the hub's own port and the proxy's API port.
 c.JupyterHub.bind_url = f"http://127.0.0.1:{PORT}"
-HUB_PORT = int(os.environ.get("EDGE_AI_HUB_HUB_PORT", PORT + 1))
-API_PORT = int(os.environ.get("EDGE_AI_HUB_API_PORT", PORT + 2))
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_PORT}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{API_PORT}"
 c.ConfigurableHTTPProxy.command = [str(HERE / "node_modules" / ".bin" / "configurable-http-proxy")]
@@ -47,8 +47,9 @@ c.SimpleLocalProcessSpawner.home_dir_template = str(STATE / "home" / "{username}
 c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
 c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root without it
 c.Spawner.default_url = "/lab"
-c.Spawner.start_timeout = 120
-c.Spawner.http_timeout = 120
+# A server starting while many others load TensorFlow can take minutes on 2 shared cores.
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 300
 # Students share the instructor's model cache (run `make prepare` once before class).
 c.Spawner.environment = {
     "EDGE_AI_CACHE": os.environ.get(
