@@ -225,8 +225,9 @@ async def _execute(ws, code: str, session: str, timeout: float, on_output) -> No
         raise RuntimeError(error)
 
 
-async def _student(hub: LocalHub, name: str, cells: list[str], timeout: float) -> StudentRun:
-    run = StudentRun(name)
+async def _student(hub: LocalHub, run: StudentRun, cells: list[str], timeout: float) -> None:
+    """Fill ``run`` with what its student saw (also ``run.error`` on any failure)."""
+    name = run.name
     start = time.monotonic()
     since = lambda: round(time.monotonic() - start, 2)  # noqa: E731
     try:
@@ -263,7 +264,6 @@ async def _student(hub: LocalHub, name: str, cells: list[str], timeout: float) -
         run.ok = True
     except Exception as err:  # noqa: BLE001 (any failure is this student's result, not a crash)
         run.error = f"{type(err).__name__}: {err}"
-    return run
 
 
 async def _sample_memory(hub: LocalHub, runs: dict[str, StudentRun], stop: asyncio.Event):
@@ -286,19 +286,17 @@ async def _run_all(hub: LocalHub, names: list[str], cells: list[str], timeout: f
     stop = asyncio.Event()
     sampler = asyncio.ensure_future(_sample_memory(hub, runs, stop))
     try:
-        results = await asyncio.gather(*(_student(hub, n, cells, timeout) for n in names))
+        await asyncio.gather(*(_student(hub, run, cells, timeout) for run in runs.values()))
     finally:
         stop.set()
         await sampler
-    for result in results:
-        result.peak_rss_mb = runs[result.name].peak_rss_mb
     # Free the machine for the next round: stop every server (bounded by the hub's own timeout).
     await asyncio.gather(*(_api(hub, "DELETE", f"/users/{n}/server") for n in names),
                          return_exceptions=True)
     deadline = time.monotonic() + 60
     while hub.servers() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-    return results
+    return list(runs.values())
 
 
 def run_students(hub: LocalHub, students: int, notebook: Path = DEFAULT_NOTEBOOK,
