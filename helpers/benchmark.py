@@ -28,8 +28,12 @@ import numpy as np
 import pandas as pd
 
 from helpers import clustering, codec, data as data_module, distillation, lowrank, measure
-from helpers import models, plots, pruning, quantization
+from helpers import _validate, models, plots, pruning, quantization
 from helpers._tf import keras
+
+__all__ = ["FORMATS", "Budget", "FULL", "QUICK", "PIPELINE_SPARSITY", "PIPELINE_CLUSTERS",
+           "PIPELINE_CODEC", "Row", "combined_pipeline", "pcqat", "run", "table", "markdown",
+           "write", "main"]
 
 FORMATS = ("md", "csv", "json")
 
@@ -243,8 +247,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def write(frame: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     """Write ``benchmark.<fmt>`` and ``pareto.png`` (accuracy vs bytes) into ``out``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    _validate.one_of(fmt, "format", FORMATS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"benchmark.{fmt}"

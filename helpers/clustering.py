@@ -25,7 +25,17 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model, train
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
+from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa
+    cluster as experimental)
+
+__all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
+           "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
+           "KeepClusters", "cluster_with_tfmot"]
 
 INITS = ("linear", "density", "random")
 TFMOT_INITS = ("kmeans++", "linear", "density", "random")
@@ -34,27 +44,15 @@ MIN_CLUSTERS, MAX_CLUSTERS = 2, 256
 
 # ---------------------------------------------------------------------------- validation
 def _validate_clusters(clusters, name: str = "clusters") -> int:
-    if isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)) \
-            or not MIN_CLUSTERS <= clusters <= MAX_CLUSTERS:
-        raise ValueError(f"{name} must be an integer in [{MIN_CLUSTERS}, {MAX_CLUSTERS}], "
-                         f"got {clusters!r}")
-    return int(clusters)
+    return _validate.integer(clusters, name, MIN_CLUSTERS, MAX_CLUSTERS)
 
 
 def _validate_init(init: str, allowed: tuple[str, ...] = INITS) -> str:
-    if init not in allowed:
-        raise ValueError(f"init must be one of {', '.join(map(repr, allowed))}, got {init!r}")
-    return init
+    return _validate.one_of(init, "init", allowed)
 
 
 def _finite_array(values, name: str = "weights") -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}")
-    if array.size and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite (no NaN or inf), got "
-                         f"{int(np.sum(~np.isfinite(array)))} non-finite entries")
-    return array
+    return _validate.finite_array(values, name, dtype=None, allow_empty=True)
 
 
 # ---------------------------------------------------------------------------- k-means
@@ -127,9 +125,7 @@ def kmeans(values: np.ndarray, clusters: int, init: str = "linear", max_iteratio
         array([0.11, 0.11, 0.95, 0.95], dtype=float32)
     """
     clusters = _validate_clusters(clusters)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
-            or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+    max_iterations = _validate.positive_int(max_iterations, "max_iterations")
     array = _finite_array(values, "values")
     if array.size == 0:
         raise ValueError("values must not be empty")
@@ -268,10 +264,7 @@ def cluster_model(model: keras.Model, clusters: int | Mapping[str, int] = 16,
         A new model, compiled like :func:`helpers.models.compile_model`, with each kernel
         holding at most ``k`` distinct values.
     """
-    from helpers.models import compile_model
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
+    _validate.model(model)
     _validate_init(init)
     names = [layer.name for layer in _kernel_layers(model)]
     if layers is not None:
@@ -357,22 +350,13 @@ def cluster_with_tfmot(model: keras.Model, clusters: int = 16, init: str = "kmea
         The stripped, compiled model. Note that TFMOT leaves a Conv2D layer unclustered if it
         has too few weights for ``clusters``.
     """
-    import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
-        cluster as experimental)
-
-    from helpers.models import compile_model, train
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
+    _validate.model(model)
     clusters = _validate_clusters(clusters)
     _validate_init(init, TFMOT_INITS)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    epochs = _validate.epochs(epochs, allow_zero=True)
     if epochs and data is None:
         raise ValueError("data must be a Dataset when epochs > 0, got None")
-    if not 0 < learning_rate < 1:
-        raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
+    _validate.learning_rate(learning_rate)
     api = tfmot.clustering.keras
     centroid_init = {"kmeans++": api.CentroidInitialization.KMEANS_PLUS_PLUS,
                      "linear": api.CentroidInitialization.LINEAR,

@@ -34,9 +34,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model
 
 from helpers.clustering import INITS, kmeans
+
+__all__ = ["MAGIC", "MAX_CODE_LENGTH", "RAW_DTYPES", "DEFAULT_BITS", "entropy", "HuffmanCode",
+           "huffman_code", "relative_indices", "absolute_positions", "named_weights",
+           "CompressedModel", "encode", "SECTIONS", "deep_compress", "decode", "decompress"]
 
 MAGIC = b"DCZ1"
 MAX_CODE_LENGTH = 15  # code lengths fit in 4 bits
@@ -217,10 +223,7 @@ def huffman_code(counts, max_length: int = MAX_CODE_LENGTH) -> HuffmanCode:
         ([1, 3, 3, 2], [0, 3, 1])
     """
     counts = _validate_counts(counts)
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
-            or not 1 <= max_length <= MAX_CODE_LENGTH:
-        raise ValueError(f"max_length must be an integer in [1, {MAX_CODE_LENGTH}], "
-                         f"got {max_length!r}")
+    max_length = _validate.integer(max_length, "max_length", 1, MAX_CODE_LENGTH)
     used = int(np.count_nonzero(counts))
     if used > 1 << max_length:
         raise ValueError(f"max_length {max_length} cannot give {used} symbols distinct codes")
@@ -233,10 +236,7 @@ def huffman_code(counts, max_length: int = MAX_CODE_LENGTH) -> HuffmanCode:
 
 # ============================================================================ sparse positions
 def _validate_index_bits(index_bits) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)) \
-            or not 1 <= index_bits <= 8:
-        raise ValueError(f"index_bits must be an integer in [1, 8], got {index_bits!r}")
-    return int(index_bits)
+    return _validate.integer(index_bits, "index_bits", 1, 8)
 
 
 def relative_indices(mask, index_bits: int) -> np.ndarray:
@@ -499,11 +499,6 @@ class CompressedModel:
         return decompress(self.blob, model)
 
 
-def _validate_model(model) -> None:
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
-
-
 def encode(tensors: Mapping[str, np.ndarray], bits: int | Mapping[str, int] | None = None,
            index_bits: int | None = None, raw_dtype: str = "float32", init: str = "linear",
            raw: Collection[str] | None = None, codebook_dtype: str = "float32"
@@ -532,11 +527,8 @@ def encode(tensors: Mapping[str, np.ndarray], bits: int | Mapping[str, int] | No
         raise ValueError(f"tensors must be a non-empty mapping of name -> array, got "
                          f"{type(tensors).__name__}")
     for argument, value in (("raw_dtype", raw_dtype), ("codebook_dtype", codebook_dtype)):
-        if value not in RAW_DTYPES:
-            raise ValueError(f"{argument} must be one of {', '.join(map(repr, RAW_DTYPES))}, "
-                             f"got {value!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        _validate.one_of(value, argument, RAW_DTYPES)
+    _validate.one_of(init, "init", INITS)
     if index_bits is not None:
         _validate_index_bits(index_bits)
     named = [(str(name), np.asarray(array)) for name, array in tensors.items()]
@@ -618,7 +610,7 @@ def deep_compress(model: keras.Model, bits: int | Mapping[str, int] | None = Non
         >>> compressed = deep_compress(pruned_and_clustered_model)  # doctest: +SKIP
         >>> compressed.size, compressed.breakdown["total B"].sum()  # doctest: +SKIP
     """
-    _validate_model(model)
+    _validate.model(model)
     return encode(dict(named_weights(model)), bits, index_bits, raw_dtype, init,
                   codebook_dtype=codebook_dtype)
 
@@ -639,9 +631,7 @@ def decode(blob: bytes) -> dict[str, np.ndarray]:
 
 def decompress(blob: bytes | CompressedModel, model: keras.Model) -> keras.Model:
     """A compiled copy of ``model`` (the architecture) with the weights decoded from ``blob``."""
-    from helpers.models import compile_model
-
-    _validate_model(model)
+    _validate.model(model)
     if isinstance(blob, CompressedModel):
         blob = blob.blob
     tensors = list(decode(blob).items())

@@ -52,6 +52,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import reader as nbformat_reader
 
+__all__ = ["SOLUTION", "HIDDEN_TESTS", "MARK_SCHEME", "CODE_STUB", "ANSWER_STUB", "GradedCell",
+           "GradeResult", "generate_labs", "check_labs", "grade", "format_result", "CSV_COLUMNS",
+           "main"]
+
 SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 MARK_SCHEME = ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ===")

@@ -266,7 +266,7 @@ def test_train_student_rejects_bad_arguments(digits, digits_teacher):
         train(digits_teacher, digits, epochs=0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         train(digits_teacher, digits, batch_size=0)
-    with pytest.raises(ValueError, match="learning_rate must be > 0, got 0"):
+    with pytest.raises(ValueError, match=r"learning_rate must be in \(0, 1\), got 0"):
         train(digits_teacher, digits, learning_rate=0)
     with pytest.raises(ValueError, match="temperature must be > 0, got -4"):
         train(digits_teacher, digits, temperature=-4)
@@ -313,7 +313,7 @@ def test_temperature_explorer_answers_from_the_table_fast():
     assert explorer.last_update_ms < 50
     with pytest.raises(ValueError, match="entropy bits"):
         widgets.temperature_explorer(table.drop(columns="entropy bits"))
-    with pytest.raises(ValueError, match=r"true_class must be in \[0, 3\], got 7"):
+    with pytest.raises(ValueError, match=r"true_class must be an integer in \[0, 3\], got 7"):
         widgets.temperature_explorer(table, true_class=7)
 
 

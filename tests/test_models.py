@@ -66,5 +66,5 @@ def test_corrupt_cache_file_is_retrained(tmp_path, monkeypatch, digits):
 
 
 def test_train_rejects_zero_epochs(digits):
-    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         models.train(models.compile_model(models.build("mlp", (8, 8, 1))), digits, epochs=0)
