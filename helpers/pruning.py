@@ -355,11 +355,12 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
               progress: bool = True) -> keras.Model:
     """Train a copy of ``model`` a little longer and return it (wrappers stripped).
 
-    The learning rate decays from ``learning_rate`` to zero over the ``epochs`` (cosine), so
-    the fine-tuned model ends converged like the baseline it came from. For a model from
-    :func:`prune_with_tfmot` this adds TFMOT's ``UpdatePruningStep``
-    callback (it advances the schedule and re-applies the masks; training without it raises
-    an error) and calls ``strip_pruning`` at the end. A plain model (e.g. from
+    The learning rate stays constant: with the polynomial ramp over the first half of a
+    short fine-tuning, a cosine decay left too little to recover with (the digits MLP, 80 %
+    sparsity, 3 epochs: 83.3 % against 85.6 % one-shot, seed 0). Compare the result with
+    :func:`fine_tune_dense_control`, which gets the same extra training. For a model from
+    :func:`prune_with_tfmot` this adds TFMOT's ``UpdatePruningStep`` callback (it advances
+    the schedule and re-applies the masks; training without it raises an error) and calls ``strip_pruning`` at the end. A plain model (e.g. from
     :func:`prune_filters`) is simply trained.
 
     Args:
@@ -386,17 +387,16 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
     wrapped = is_wrapped(model)
 
     def train_copy() -> keras.Model:
-        decay = epochs * models.steps_per_epoch(data, batch_size)
-        work = models.compile_model(_copy_any(model), learning_rate, decay_steps=decay)
+        work = models.compile_model(_copy_any(model), learning_rate)
         callbacks = [_sparsity_api.UpdatePruningStep()] if wrapped else []
         models.train(work, data, epochs, batch_size, augment, seed, progress, callbacks)
         return strip_pruning(work) if wrapped else work
 
     if not cache:
         return train_copy()
-    recipe = {"epochs": epochs, "learning_rate": learning_rate, "schedule": "cosine",
-              "batch_size": batch_size, "augment": bool(augment), "seed": seed,
-              "data": data.name, "train": len(data.x_train)}
+    recipe = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+              "augment": bool(augment), "seed": seed, "data": data.name,
+              "train": len(data.x_train)}
     key = f"finetune-{model.name}-{data.name}-{cache_key(recipe, model_digest(model))}"
     architecture = _sparsity_api.strip_pruning(_copy_any(model)) if wrapped else model
     return cached_model(
