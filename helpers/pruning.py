@@ -360,8 +360,9 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
     sparsity, 3 epochs: 83.3 % against 85.6 % one-shot, seed 0). Compare the result with
     :func:`fine_tune_dense_control`, which gets the same extra training. For a model from
     :func:`prune_with_tfmot` this adds TFMOT's ``UpdatePruningStep`` callback (it advances
-    the schedule and re-applies the masks; training without it raises an error) and calls ``strip_pruning`` at the end. A plain model (e.g. from
-    :func:`prune_filters`) is simply trained.
+    the schedule and re-applies the masks; training without it raises an error) and calls
+    ``strip_pruning`` at the end. A plain model (e.g. from :func:`prune_filters`) is simply
+    trained.
 
     Args:
         model: The model to fine-tune; never changed.
