@@ -68,7 +68,7 @@ check-labs: $(STAMP)
 	$(BIN)/python -m helpers.course check
 
 benchmark: $(STAMP)
-	$(BIN)/python -m helpers.benchmark --quick
+	$(BIN)/python -m helpers.course.benchmark --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache node_modules build
