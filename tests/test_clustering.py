@@ -173,8 +173,35 @@ def test_tfmot_sparsity_preserving_clustering_with_fine_tuning(pruned, mnist5k):
     assert measure.accuracy(stripped, mnist5k.x_test, mnist5k.y_test) > 0.9
 
 
+def test_pcqat_keeps_the_zeros_and_the_clusters(pruned, mnist5k):
+    from helpers import quantization
+
+    clustered = clustering.cluster_model(pruned, {"fc1": 8, "fc2": 8})
+    qat = clustering.pcqat(clustered, mnist5k, epochs=1)
+    flatbuffer = quantization.quantize_dynamic_range(qat)
+    _, nonzero = measure.tflite_weight_counts(flatbuffer)
+    assert nonzero <= measure.count_nonzero(clustered)  # QAT did not train the zeros away
+    kernels = {w.name: w.numpy() for w in qat.weights if "fc1" in w.name and len(w.shape) == 2}
+    assert kernels and all(np.unique(k).size <= 8 for k in kernels.values())
+    accuracy = measure.accuracy(flatbuffer, mnist5k.x_test, mnist5k.y_test)
+    assert accuracy > PCQAT_FLOOR
+
+
+def test_keep_clusters_on_a_named_model_through_a_distiller(pruned, lenet, mnist5k):
+    from helpers.distillation import Distiller
+
+    student = clustering.cluster_model(pruned, {"fc1": 4})
+    teacher_weights = lenet.get_weights()
+    distiller = models.compile_model(Distiller(lenet, student), 5e-4)
+    models.train(distiller, mnist5k, epochs=1, progress=False,
+                 callbacks=[clustering.KeepClusters(student)])
+    assert clustering.unique_values(student)["fc1"] <= 4
+    for before, after in zip(teacher_weights, lenet.get_weights()):
+        np.testing.assert_array_equal(before, after)  # the teacher is not touched
+
+
 # ---------------------------------------------------------------------------- bad input
-def test_bad_arguments(lenet):
+def test_bad_arguments(lenet, mnist5k):
     weights = RNG.normal(size=(10, 10))
     with pytest.raises(ValueError, match=r"clusters must be an integer in \[2, 256\], got 1"):
         clustering.kmeans(weights, 1)
@@ -196,3 +223,9 @@ def test_bad_arguments(lenet):
         clustering.cluster_with_tfmot(lenet, 16, epochs=1)
     with pytest.raises(ValueError, match="max_iterations"):
         clustering.kmeans(weights, 4, max_iterations=0)
+    with pytest.raises(ValueError, match="model must be a Keras model or None"):
+        clustering.KeepClusters("fc1")
+    with pytest.raises(ValueError, match="data must be a Dataset"):
+        clustering.pcqat(lenet, None)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        clustering.pcqat(lenet, mnist5k, epochs=0)
