@@ -24,6 +24,8 @@ HAN = {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.91, "logits": 0.8}
 SETTINGS = {  # name: (recipe, epochs)
     "old pipeline settings, no teacher, 16 ep": (replace(R, alpha=1.0), 16),
     "old pipeline settings + teacher, 16 ep": (R, 16),
+    "old pipeline settings + teacher, 32 ep": (R, 32),
+    "old pipeline settings, no teacher, 32 ep": (replace(R, alpha=1.0), 32),
 }
 
 
