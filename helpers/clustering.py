@@ -14,7 +14,9 @@ small *codebook* (``k`` floats) plus one ``log2(k)``-bit *index* per weight.
   batch each weight is reset to the mean of its cluster (the average of the cluster's
   gradient steps, TFMOT's ``GradientAggregation.AVG``); pruned zeros stay zero.
 * :func:`cluster_with_tfmot` -- the library route: ``tfmot.clustering.keras.cluster_weights``,
-  fine-tuning, then ``strip_clustering``.
+  fine-tuning, then ``strip_clustering``;
+* :func:`pcqat` -- prune- and cluster-preserving quantization-aware training (TFMOT's
+  collaborative optimization), for a model that is pruned, clustered and then int8.
 
 Used by the weight-clustering deeper notebook, ``helpers.codec`` (Deep Compression) and the
 benchmark.
@@ -36,6 +38,10 @@ from tensorflow_model_optimization.python.core.clustering.keras.experimental imp
 __all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
            "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
            "KeepClusters", "cluster_with_tfmot"]
+
+__all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
+           "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
+           "KeepClusters", "cluster_with_tfmot", "pcqat"]
 
 INITS = ("linear", "density", "random")
 TFMOT_INITS = ("kmeans++", "linear", "density", "random")
@@ -300,14 +306,25 @@ class KeepClusters(keras.callbacks.Callback):
     centroid fine-tuning, with TFMOT's ``GradientAggregation.AVG``), and the number of
     distinct values never grows.
 
+    Args:
+        model: The clustered model whose kernels to keep shared; default the model being
+            trained. Name it when training through a wrapper such as
+            :class:`helpers.distillation.Distiller` (whose teacher must not be touched).
+
     Example:
         >>> clustered = cluster_model(model, 16)
         >>> train(clustered, data, epochs=2, callbacks=[KeepClusters()])  # doctest: +SKIP
     """
 
+    def __init__(self, model: keras.Model | None = None):
+        super().__init__()
+        if model is not None and not isinstance(model, keras.Model):
+            raise ValueError(f"model must be a Keras model or None, got {type(model).__name__}")
+        self._target = model
+
     def on_train_begin(self, logs=None):
         self._clusters = []
-        for variable in self.model.weights:
+        for variable in (self._target or self.model).weights:
             if len(variable.shape) < 2:
                 continue
             values = variable.numpy()
@@ -371,3 +388,60 @@ def cluster_with_tfmot(model: keras.Model, clusters: int = 16, init: str = "kmea
         compile_model(wrapped, learning_rate)
         train(wrapped, data, epochs=epochs, batch_size=batch_size, progress=progress)
     return compile_model(api.strip_clustering(wrapped))
+
+
+def pcqat(model: keras.Model, data, epochs: int = 2, learning_rate: float = 1e-4,
+          seed: int = 0, progress: bool = False, cache: bool = True) -> keras.Model:
+    """Prune- and cluster-preserving QAT (TFMOT's "PCQAT" collaborative optimization).
+
+    Plain QAT would train the zeros and the shared values away; TFMOT's
+    ``Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)`` keeps the sparsity
+    mask and the clusters while the weights learn the int8 rounding.
+
+    Args:
+        model: A pruned and clustered model (e.g. ``codec.deep_compression(...).model``);
+            never changed.
+        data: A :class:`helpers.data.Dataset` to train on.
+        epochs: QAT epochs (>= 1).
+        learning_rate: Adam learning rate (small: the model is already trained).
+        seed: Seed of the shuffling.
+        progress: Show a progress bar.
+        cache: Load/store the trained weights in the course cache (keyed by the recipe and
+            the input model's weights).
+
+    Returns:
+        The compiled quantization-aware model (convert it with the TFLite converter, e.g.
+        ``quantization.quantize_dynamic_range``).
+    """
+    import tensorflow_model_optimization as tfmot  # loads TFMOT only when QAT is used
+
+    from helpers import _validate
+    from helpers.cache import cache_key, cached_model, model_digest
+    from helpers.models import compile_model, train
+
+    _validate.model(model)
+    _validate.dataset(data)
+    epochs = _validate.positive_int(epochs, "epochs")
+    if not 0 < learning_rate < 1:
+        raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
+    scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+        preserve_sparsity=True)
+
+    def build_model():
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        annotated = tfmot.quantization.keras.quantize_annotate_model(copy)
+        return compile_model(tfmot.quantization.keras.quantize_apply(annotated, scheme),
+                             learning_rate)
+
+    def fit(quantized):
+        train(quantized, data, epochs=epochs, seed=seed, progress=progress)
+
+    if not cache:
+        quantized = build_model()
+        fit(quantized)
+        return quantized
+    recipe = {"epochs": epochs, "learning_rate": learning_rate, "seed": seed,
+              "train": len(data.x_train)}
+    key = f"pcqat-{data.name}-{cache_key(recipe, model_digest(model))}"
+    return cached_model(key, build_model, fit)
