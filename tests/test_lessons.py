@@ -290,3 +290,55 @@ def test_the_pruning_predict_key_matches_the_measurement(mnist):
     drop = 100 * (measure.accuracy(model, ds.x_test, ds.y_test)
                   - measure.accuracy(one_shot, ds.x_test, ds.y_test))
     assert drop > 5  # "many points": measured for seed 0 in the report; 5 is > 10 SE
+
+
+# ---------------------------------------------------------------------------- teaching guide
+GUIDE = ROOT / "docs" / "teaching-guide.md"
+
+
+def _notebook(name: str) -> Path:
+    found = [p for p in LESSONS if p.name == name]
+    assert found, f"the guide names a notebook that does not exist: {name}"
+    return found[0]
+
+
+def test_every_cell_and_slide_the_guide_names_exists():
+    text = GUIDE.read_text(encoding="utf-8")
+    references = re.findall(r"`([\w.-]+\.ipynb)#([\w-]+)`", text)
+    assert len(references) > 40, "the guide names its slides and cells as notebook#cell-id"
+    missing = [f"{name}#{cell}" for name, cell in references
+               if cell not in {c.get("id") for c in read(_notebook(name)).cells}]
+    assert not missing, f"the guide names cells that do not exist: {missing}"
+    for name in re.findall(r"`([\w.-]+\.ipynb)`", text):  # bare names: lessons
+        _notebook(name)
+    paths = re.findall(r"`((?:lessons|labs|solutions|docs)/[\w/.-]+)`", text)
+    assert not [p for p in paths if not (ROOT / p).exists()], paths
+
+
+def test_every_quiz_question_the_guide_names_exists():
+    from helpers import quiz
+
+    text = GUIDE.read_text(encoding="utf-8")
+    references = re.findall(r"`quiz:([\w-]+)/([\w-]+)`", text)
+    missing = [f"{section}/{qid}" for section, qid in references
+               if qid not in {q.id for q in quiz.load(section).questions}]
+    assert not missing, f"the guide names quiz questions that do not exist: {missing}"
+    # each section's quiz slide is in the minute plan, and each section's misconceptions
+    # point to at least one question of that section
+    for name in SECTIONS:
+        assert any(section == name for section, _ in references), name
+        if has_slide_metadata(read(lesson(name))):
+            quiz_slide = next(s for s in slides(read(lesson(name))) if s.is_quiz)
+            assert f"`{name}.ipynb#{quiz_slide.cells[0].id}`" in text, name
+
+
+def test_the_guide_names_a_cell_of_every_slide_it_schedules():
+    """Every slide of a section's deck appears in its minute plan (by its opening cell)."""
+    text = GUIDE.read_text(encoding="utf-8")
+    for name in SECTIONS:
+        notebook = read(lesson(name))
+        if not has_slide_metadata(notebook):
+            continue
+        unnamed = [s.title for s in slides(notebook)
+                   if f"`{name}.ipynb#{s.cells[0].id}`" not in text]
+        assert not unnamed, f"{name}: slides missing from the minute plan: {unnamed}"
