@@ -145,7 +145,7 @@ def _markdown(path: Path) -> str:
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_pointer_to_a_notebook_resolves(path):
     """A lesson points only to what exists: `lessons/deeper/...` paths and notebook names."""
-    text = _markdown(path) + "\n".join(c.source for c in read(path).cells)
+    text = "\n".join(c.source for c in read(path).cells)
     deeper = re.findall(r"lessons/deeper/([\w./-]*)", text)
     assert all(deeper), "name a notebook, not the lessons/deeper/ folder"
     missing = [d for d in deeper if not (ROOT / "lessons" / "deeper" / d).exists()]
@@ -224,8 +224,7 @@ def test_inline_tfmot_pruning_gives_the_helpers_sparsity(mnist):
 
     ds, model = mnist
     path = lesson("01_pruning")
-    ns = run_cells(path, {"ds": ds, "model": model, "models": __import__("helpers").models},
-                   "cell-003", "tfmot-prune", "tfmot-fit")
+    ns = run_cells(path, {"ds": ds, "model": model}, "cell-003", "tfmot-prune", "tfmot-fit")
     wrapped = pruning.prune_with_tfmot(model, 0.9, "polynomial", end_step=ns["end_step"],
                                        scope="layer")
     helper = pruning.fine_tune(wrapped, ds, epochs=ns["epochs"], cache=False, progress=False)
