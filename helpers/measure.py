@@ -380,3 +380,20 @@ def describe_drop(drop_points: float, standard_error_points: float) -> str:
     if drop_points <= standard_error_points:
         return f"no measurable loss ({drop_points:+.2f} points, SE +/-{standard_error_points:.2f})"
     return f"loss of {drop_points:.2f} points (SE +/-{standard_error_points:.2f})"
+
+
+def per_class_metrics(model, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Precision, recall and F1 (in [0, 1]) and the test examples (support) of each class.
+
+    An average accuracy can hide one class that compression hurts far more than the rest:
+    compare the recall columns of two models (lessons 00 and 04 do).
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y = np.asarray(y)
+    predicted = np.argmax(predict(model, x), axis=-1)
+    labels = np.unique(np.concatenate([y, predicted]))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0)
+    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1,
+                         "support": support}, index=pd.Index(labels, name="class"))
