@@ -318,9 +318,7 @@ class KeepClusters(keras.callbacks.Callback):
 
     def __init__(self, model: keras.Model | None = None):
         super().__init__()
-        if model is not None and not isinstance(model, keras.Model):
-            raise ValueError(f"model must be a Keras model or None, got {type(model).__name__}")
-        self._target = model
+        self._target = model if model is None else _validate.model(model)
 
     def on_train_begin(self, logs=None):
         self._clusters = []

@@ -267,10 +267,10 @@ def test_inline_qat_matches_the_helper_and_is_an_int8_model(mnist):
 def test_inline_tflm_interpreter_predicts_what_the_helper_predicts(mnist):
     from types import SimpleNamespace
 
-    from helpers import tinyml
+    from helpers import quantization, tinyml
 
     ds, model = mnist
-    flatbuffer = tinyml.to_int8_tflite(model, ds.x_train)
+    flatbuffer = quantization.quantize_int8(model, ds.x_train)
     row = SimpleNamespace(arena_bytes=tinyml.arena_size(flatbuffer))
     ns = run_cells(lesson("deeper/tinyml_deployment"), {"ds": ds, "tiny_int8": flatbuffer,
                                                          "tiny_row": row},

@@ -5,4 +5,5 @@ from helpers.course.cli import main
 
 __all__: list[str] = []
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
