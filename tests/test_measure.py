@@ -75,7 +75,7 @@ def test_metrics_agree_with_sklearn(trained, digits):
 def test_latency_is_positive_and_validated(tiny):
     assert 0 < measure.latency_tflite_ms(measure.to_tflite(tiny), runs=20) < 50
     assert 0 < measure.latency_keras_ms(tiny, runs=20) < 500
-    with pytest.raises(ValueError, match="runs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="runs must be an integer >= 1, got 0"):
         measure.latency_keras_ms(tiny, runs=0)
 
 

@@ -252,7 +252,7 @@ def test_sparsity_sweep_measures_and_caches(digits, mlp, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- graded lab
 def test_lab1_solution_scores_full_marks_and_the_untouched_lab_zero():
-    from helpers import grading
+    from helpers.course import grading
 
     solutions, labs = ROOT / "solutions", ROOT / "labs"
     assert not [p for p in grading.check_labs(solutions, labs) if "lab1_pruning" in p]
