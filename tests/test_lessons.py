@@ -3,9 +3,9 @@ that agrees with the helpers, pointers that resolve, and a teaching guide whose 
 
 Slides are counted from each cell's ``slideshow.slide_type`` metadata, as nbconvert's slides
 exporter reads it: a ``slide`` or ``subslide`` cell starts a slide; ``fragment`` and ``-`` (or
-no metadata) cells join the current slide; ``skip`` and ``notes`` cells are not shown. The
-counting lives here because no shared slide counter exists on this branch (the ``slides``
-helper may add one to ``helpers.course``).
+no metadata) cells join the current slide; ``skip`` and ``notes`` cells are not shown. The budget
+uses ``helpers.course.slides.count_slides`` (what ``make slides`` reports); the grouping
+below only names the slides (by heading and opening cell), and a test checks both agree.
 """
 from __future__ import annotations
 
@@ -115,18 +115,23 @@ SLIDE_LESSONS = [p for p in LESSONS if has_slide_metadata(read(p))]
 
 @pytest.mark.parametrize("path", SLIDE_LESSONS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_slide_budget(path):
-    deck = slides(read(path))
+    from helpers.course.slides import count_slides  # the count `make slides` reports
+
+    notebook = read(path)
+    count, deck = count_slides(notebook), slides(notebook)
+    assert (count.slides, count.visible_words, count.quiz_slides) == (
+        len(deck), sum(s.words for s in deck), sum(s.is_quiz for s in deck)), \
+        "this file's slide grouping (used to name slides) disagrees with count_slides"
     minutes = MINUTES.get(path.stem, 10)  # a deeper topic is held to a 10-minute section
     max_slides, max_words = BUDGETS[minutes]
-    visible = sum(s.words for s in deck)
-    assert len(deck) <= max_slides, (
-        f"{len(deck)} slides for a {minutes}-minute section (at most {max_slides}): "
+    assert count.slides <= max_slides, (
+        f"{count.slides} slides for a {minutes}-minute section (at most {max_slides}): "
         f"{[s.title for s in deck]}")
-    assert visible <= max_words, (
-        f"{visible} visible words (at most {max_words}); per slide: "
+    assert count.visible_words <= max_words, (
+        f"{count.visible_words} visible words (at most {max_words}); per slide: "
         f"{[(s.title, s.words) for s in deck]}")
-    quizzes = [s.title for s in deck if s.is_quiz]
-    assert len(quizzes) == 1, f"exactly one quiz slide, got {quizzes}"
+    assert count.quiz_slides == 1, \
+        f"exactly one quiz slide, got {[s.title for s in deck if s.is_quiz]}"
 
 
 @pytest.mark.parametrize("path", SLIDE_LESSONS, ids=lambda p: str(p.relative_to(ROOT)))
