@@ -411,7 +411,7 @@ def fine_tune_dense_control(model: keras.Model, data: Dataset, epochs: int = 4,
     Returns:
         A compiled, plain Keras model with the architecture of ``model``.
     """
-    if is_wrapped(_check_model(model)):
+    if is_wrapped(_validate.model(model)):
         raise ValueError("the control must be the dense model: pass the model before "
                          "prune_with_tfmot, not the wrapped one")
     return fine_tune(model, data, epochs, learning_rate, batch_size, augment, seed, cache,

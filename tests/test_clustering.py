@@ -213,7 +213,7 @@ def test_bad_arguments(lenet, mnist5k):
         clustering.cluster_with_tfmot(lenet, 16, epochs=1)
     with pytest.raises(ValueError, match="max_iterations"):
         clustering.kmeans(weights, 4, max_iterations=0)
-    with pytest.raises(ValueError, match="model must be a Keras model or None"):
+    with pytest.raises(ValueError, match="model must be a Keras model"):
         clustering.KeepClusters("fc1")
     with pytest.raises(ValueError, match="data must be a Dataset"):
         clustering.pcqat(lenet, None)

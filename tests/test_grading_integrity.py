@@ -52,9 +52,6 @@ def test_own_code_passes():
      "magnitude_mask uses helpers.pruning.magnitude_mask"),
     ("import helpers\ndef magnitude_mask(w, s):\n    return helpers.pruning.magnitude_mask(w, s)",
      "magnitude_mask uses helpers.pruning.magnitude_mask"),
-    ("import helpers\ndef magnitude_mask(w, s):\n"  # a lazy name of the helpers package
-     "    return helpers.prune_low_magnitude(w, s, 'global')",
-     "magnitude_mask uses helpers.pruning.prune_low_magnitude"),
     ("def magnitude_mask(w, s):\n    from helpers.pruning import magnitude_mask as m\n"
      "    return m(w, s)", "magnitude_mask uses helpers.pruning"),
     ("from helpers.pruning import magnitude_mask as m\n"
