@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 LESSON = REPO / "lessons" / "02_quantization.ipynb"
 LAB_SETTINGS = REPO / "jupyter" / "overrides.json"
-DEMO_DECK = REPO / "tests" / "fixtures" / "slides" / "demo.ipynb"
 SCREENSHOTS = REPO / "build" / "screenshots"  # git-ignored; look at them after a run
 QUIZ_CELL = 'from helpers import quiz\nquiz.show("04_conclusion")'
 NEWS_PROMPT = "official Jupyter news"
@@ -218,17 +217,7 @@ def test_answering_a_quiz_question_gives_feedback(jupyterlab):
             browser.close()
 
 
-@pytest.fixture(scope="module")
-def built_deck(tmp_path_factory):
-    """The demo notebook (a figure slide, notes, a formula, a quiz) built as make slides does."""
-    from helpers.course import slides
-
-    decks, failures = slides.build([DEMO_DECK], tmp_path_factory.mktemp("slides"), jobs=1)
-    assert not failures
-    return decks[0]
-
-
-def test_a_built_deck_runs_offline_with_speaker_notes(built_deck):
+def test_a_built_deck_runs_offline_with_speaker_notes(demo_deck):
     from playwright.sync_api import sync_playwright
 
     attempted, failed, errors = [], [], []
@@ -251,7 +240,7 @@ def test_a_built_deck_runs_offline_with_speaker_notes(built_deck):
             context.on("requestfailed", lambda request: failed.append(request.url))
             page = context.new_page()
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(built_deck.as_uri())
+            page.goto(demo_deck.as_uri())
             page.wait_for_function("() => window.Reveal && window.Reveal.isReady()",
                                    timeout=60_000)
             assert page.evaluate("Reveal.getTotalSlides()") == 3

@@ -20,7 +20,7 @@ from helpers import quiz
 from helpers.course import slides
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "tests" / "fixtures" / "slides" / "demo.ipynb"  # also used by test_browser
+DEMO = REPO / "tests" / "fixtures" / "slides" / "demo.ipynb"  # the demo_deck fixture builds it
 
 
 def _cell(kind: str, source: str, slide_type: str | None = None):
@@ -117,17 +117,9 @@ def _css_references(sheet: Path, seen: set | None = None) -> list[tuple[str, Pat
     return found
 
 
-@pytest.fixture(scope="module")
-def deck(tmp_path_factory):
-    """The demo notebook, executed and built into a deck as ``make slides`` does."""
-    decks, failures = slides.build([DEMO], tmp_path_factory.mktemp("slides"), jobs=1)
-    assert not failures
-    return decks[0]
-
-
-def test_the_deck_has_outputs_notes_and_the_quiz_as_text(deck):
-    html = deck.read_text(encoding="utf-8")
-    assert deck.name == "demo.slides.html"
+def test_the_deck_has_outputs_notes_and_the_quiz_as_text(demo_deck):
+    html = demo_deck.read_text(encoding="utf-8")
+    assert demo_deck.name == "demo.slides.html"
     assert html.count('<section') >= 3 and "Reveal.initialize" in html
     assert 'src="data:image/png;base64,' in html, "the executed plot"
     assert re.search(r'<aside class="notes">.*say why the plot matters', html, re.DOTALL)
@@ -139,8 +131,8 @@ def test_the_deck_has_outputs_notes_and_the_quiz_as_text(deck):
     assert slides.count_slides(nbformat.read(DEMO, as_version=4)) == (3, 36, 1)
 
 
-def test_the_deck_references_no_remote_url(deck):
-    html = deck.read_text(encoding="utf-8")
+def test_the_deck_references_no_remote_url(demo_deck):
+    html = demo_deck.read_text(encoding="utf-8")
     without_namespaces = re.sub(r"""xmlns(:\w+)?=["']http://www\.w3\.org/[^"']*["']""", "",
                                 html)
     assert not re.findall(r"https?://\S{0,60}", without_namespaces)
@@ -150,8 +142,8 @@ def test_the_deck_references_no_remote_url(deck):
     assert not remote and loads.urls, loads.urls
 
 
-def test_every_asset_the_deck_loads_is_a_local_file(deck):
-    html = deck.read_text(encoding="utf-8")
+def test_every_asset_the_deck_loads_is_a_local_file(demo_deck):
+    html = demo_deck.read_text(encoding="utf-8")
     loads = _Loads()
     loads.feed(html)
     local = {re.split(r"[?#]", u)[0] for u in loads.urls
@@ -160,16 +152,17 @@ def test_every_asset_the_deck_loads_is_a_local_file(deck):
                    "assets/reveal.js/dist/reveal.css", "assets/requirejs/require.js",
                    "assets/jquery/dist/jquery.min.js", "assets/mathjax/MathJax.js"):
         assert needed in local
-    missing = [p for p in sorted(local) if not (deck.parent / p).is_file()]
+    missing = [p for p in sorted(local) if not (demo_deck.parent / p).is_file()]
     assert not missing
     # the theme's stylesheets and fonts: local files too, and nothing remote in them
     for css in (p for p in local if p.endswith(".css")):
-        for target, sheet in _css_references(deck.parent / css):
+        for target, sheet in _css_references(demo_deck.parent / css):
             assert not re.match(r"(https?:)?//", target), f"{sheet} loads {target}"
             assert (sheet.parent / re.split(r"[?#]", target)[0]).is_file(), (sheet, target)
     # MathJax loads its TeX input and CommonHTML output from its own folder
-    assert (deck.parent / "assets/mathjax/config/TeX-AMS_CHTML-full.js").is_file()
-    assert (deck.parent / "assets/mathjax/jax/output/CommonHTML/fonts/TeX/fontdata.js").is_file()
+    assert (demo_deck.parent / "assets/mathjax/config/TeX-AMS_CHTML-full.js").is_file()
+    fonts = demo_deck.parent / "assets/mathjax/jax/output/CommonHTML/fonts/TeX"
+    assert (fonts / "fontdata.js").is_file()
 
 
 def test_a_failing_lesson_is_one_line_and_no_deck(tmp_path, capsys):
