@@ -14,9 +14,15 @@ the same way into a ``kh x kw`` conv with ``r`` filters followed by a ``1 x 1`` 
 * :func:`singular_values` -- the spectrum of every factorable layer (how compressible is it?);
 * :func:`factorize` -- a new, genuinely smaller Keras model (explicit ranks or an energy
   fraction);
-* :func:`fine_tune` -- a few epochs to recover the accuracy lost by truncation.
+* :func:`fine_tune` -- a few epochs to recover the accuracy lost by truncation;
+* :func:`rank_sweep`, :func:`energy_study` -- the notebook's measured, cached experiments
+  (one layer's rank against parameters, accuracy and latency; one energy threshold against
+  each layer's accuracy);
+* :func:`tucker2`, :func:`tucker2_reconstruct` -- a Tucker-2 decomposition of a conv kernel
+  by HOSVD (Kim et al. 2016), in NumPy.
 
-Used by the low-rank factorization deeper notebook and the benchmark.
+Taught in ``lessons/deeper/low_rank_factorization.ipynb`` (and practised in
+``labs/lab5_low_rank.ipynb``); also used by the benchmark.
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ from helpers._tf import keras
 from helpers.models import compile_model, train
 
 __all__ = ["svd_factors", "rank_for_energy", "singular_values", "break_even_rank", "factorize",
-           "factorized_ranks", "fine_tune"]
+           "factorized_ranks", "fine_tune", "rank_sweep", "energy_study", "tucker2",
+           "tucker2_reconstruct", "tucker2_params"]
 
 
 # ---------------------------------------------------------------------------- linear algebra
@@ -232,3 +239,150 @@ def fine_tune(model: keras.Model, data, epochs: int = 3, learning_rate: float = 
     compile_model(model, learning_rate)
     train(model, data, epochs=epochs, batch_size=batch_size, progress=progress)
     return model
+
+
+# ---------------------------------------------------------------------------- experiments
+def _layer(model: keras.Model, layer: str):
+    names = [lay.name for lay in model.layers if _factorable(lay)]
+    if layer not in names:
+        raise ValueError(f"layer must name a Dense/Conv2D layer of the model, got {layer!r}; "
+                         f"choose one of {names}")
+    return model.get_layer(layer)
+
+
+def rank_sweep(model: keras.Model, data, layer: str, ranks, runs: int = 300,
+               cache: bool = True):
+    """Factorize one layer at each rank: parameters, accuracy and LiteRT latency (no tuning).
+
+    Args:
+        model: A trained ``keras.Sequential`` model (not modified).
+        data: A :class:`helpers.data.Dataset` (its test split is measured).
+        layer: The Dense/Conv2D layer to factorize.
+        ranks: Ranks to try, each in [1, min(m, n)] of the layer's kernel matrix.
+        runs: Timed batch-1 inferences per model (the median is kept).
+        cache: Store / reuse the table in the course cache.
+
+    Returns:
+        A ``DataFrame`` indexed by rank with ``params`` (whole model), ``accuracy`` and
+        ``latency_ms``; ``attrs`` hold the original model's ``params``, ``accuracy`` and
+        ``latency_ms``.
+    """
+    import pandas as pd
+
+    from helpers import measure
+    from helpers.cache import cache_key, cached_arrays, model_digest
+
+    _validate.dataset(data)
+    shape = _matrix(_layer(_validate.sequential(model), layer).get_weights()[0]).shape
+    ranks = [_validate_rank(r, shape) for r in ranks]
+    if not ranks:
+        raise ValueError("ranks must hold at least one rank, got none")
+
+    def row(candidate):
+        flatbuffer = measure.to_tflite(candidate)
+        return [measure.count_params(candidate),
+                measure.accuracy(flatbuffer, data.x_test, data.y_test),
+                measure.latency_tflite_ms(flatbuffer, runs=runs)]
+
+    def compute():
+        return {"table": np.array([row(model)] + [row(factorize(model, {layer: r},
+                                                                only_if_smaller=False))
+                                                  for r in ranks])}
+
+    key = f"rank-sweep-{data.name}-{cache_key(layer, ranks, runs, model_digest(model))}"
+    table = cached_arrays(key, compute, cache)["table"]
+    frame = pd.DataFrame(table[1:], index=pd.Index(ranks, name="rank"),
+                         columns=["params", "accuracy", "latency_ms"])
+    frame.attrs = dict(zip(["params", "accuracy", "latency_ms"], table[0].tolist()))
+    return frame.astype({"params": int})
+
+
+def energy_study(model: keras.Model, data, energies=(0.6, 0.8, 0.9, 0.95),
+                 cache: bool = True):
+    """One energy threshold, each layer alone: the rank it picks and the accuracy it costs.
+
+    Args:
+        model: A trained ``keras.Sequential`` model (not modified).
+        data: A :class:`helpers.data.Dataset` (its test split is measured).
+        energies: Fractions in (0, 1] of each kernel's ``sum(s**2)`` to keep.
+        cache: Store / reuse the table in the course cache.
+
+    Returns:
+        A long ``DataFrame`` (``layer``, ``energy``, ``rank``, ``full_rank``, ``accuracy``):
+        only that layer is factorized (at the rank keeping ``energy``), no fine-tuning.
+    """
+    import pandas as pd
+
+    from helpers import measure
+    from helpers.cache import cache_key, cached_arrays, model_digest
+
+    _validate.dataset(data)
+    energies = [_validate_energy(e) for e in energies]
+    spectra = singular_values(_validate.sequential(model))
+
+    def compute():
+        rows = []
+        for index, (name, s) in enumerate(spectra.items()):
+            for energy in energies:
+                rank = rank_for_energy(s, energy)
+                factored = factorize(model, {name: rank}, only_if_smaller=False)
+                rows.append([index, energy, rank, s.size,
+                             measure.accuracy(factored, data.x_test, data.y_test)])
+        return {"table": np.array(rows)}
+
+    key = f"energy-study-{data.name}-{cache_key(energies, model_digest(model))}"
+    table = cached_arrays(key, compute, cache)["table"]
+    frame = pd.DataFrame(table, columns=["layer", "energy", "rank", "full_rank", "accuracy"])
+    frame["layer"] = [list(spectra)[int(i)] for i in frame.layer]
+    return frame.astype({"rank": int, "full_rank": int})
+
+
+# ---------------------------------------------------------------------------- Tucker-2
+def _conv_kernel(kernel) -> np.ndarray:
+    array = np.asarray(kernel, dtype=np.float64)
+    if array.ndim != 4 or not np.all(np.isfinite(array)):
+        raise ValueError(f"kernel must be a finite 4-D Conv2D kernel (kh, kw, c_in, c_out), "
+                         f"got shape {array.shape}")
+    return array
+
+
+def tucker2(kernel: np.ndarray, rank_in: int, rank_out: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tucker-2 decomposition of a conv kernel by truncated HOSVD (Kim et al. 2016).
+
+    The input- and output-channel modes are compressed, the small spatial modes kept:
+    ``kernel ~= core x_3 U_in x_4 U_out``. As layers: a 1x1 conv ``c_in -> rank_in``, a
+    ``kh x kw`` conv ``rank_in -> rank_out`` (the core), and a 1x1 conv
+    ``rank_out -> c_out``. ``U_in``/``U_out`` are the leading left singular vectors of the
+    kernel unfolded along each channel mode; the core is the kernel projected on them.
+
+    Args:
+        kernel: A Conv2D kernel ``(kh, kw, c_in, c_out)``.
+        rank_in: Rank of the input-channel mode, in [1, c_in].
+        rank_out: Rank of the output-channel mode, in [1, c_out].
+
+    Returns:
+        ``(core, u_in, u_out)`` with shapes ``(kh, kw, rank_in, rank_out)``,
+        ``(c_in, rank_in)`` and ``(c_out, rank_out)``.
+    """
+    array = _conv_kernel(kernel)
+    c_in, c_out = array.shape[2], array.shape[3]
+    rank_in = _validate.integer(rank_in, "rank_in", 1, c_in)
+    rank_out = _validate.integer(rank_out, "rank_out", 1, c_out)
+    unfold_in = np.moveaxis(array, 2, 0).reshape(c_in, -1)
+    unfold_out = np.moveaxis(array, 3, 0).reshape(c_out, -1)
+    u_in = np.linalg.svd(unfold_in, full_matrices=False)[0][:, :rank_in]
+    u_out = np.linalg.svd(unfold_out, full_matrices=False)[0][:, :rank_out]
+    core = np.einsum("hwio,ir,os->hwrs", array, u_in, u_out)
+    return core.astype(np.float32), u_in.astype(np.float32), u_out.astype(np.float32)
+
+
+def tucker2_reconstruct(core: np.ndarray, u_in: np.ndarray, u_out: np.ndarray) -> np.ndarray:
+    """The kernel ``core x_3 U_in x_4 U_out`` that :func:`tucker2` approximates."""
+    return np.einsum("hwrs,ir,os->hwio", core, u_in, u_out).astype(np.float32)
+
+
+def tucker2_params(kernel_shape: tuple[int, ...], rank_in: int, rank_out: int) -> int:
+    """Weights of the three Tucker-2 layers: ``c_in r1 + kh kw r1 r2 + r2 c_out``."""
+    kh, kw, c_in, c_out = (int(d) for d in kernel_shape)
+    return c_in * rank_in + kh * kw * rank_in * rank_out + rank_out * c_out

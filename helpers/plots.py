@@ -14,7 +14,8 @@ import pandas as pd
 __all__ = ["FIGSIZE", "COLORS", "new_axes", "model_growth", "budget_bars", "weight_histogram",
            "tradeoff", "pareto_front", "binned_histogram", "accuracy_vs_sparsity",
            "quantization_axes", "quantization_overlay", "quantization_grid", "accuracy_vs_bits",
-           "soft_targets", "student_comparison", "size_ratios"]
+           "soft_targets", "student_comparison", "size_ratios", "energy_curves",
+           "energy_vs_accuracy"]
 
 FIGSIZE = (7.0, 4.2)
 COLORS = {"cloud": "#1f77b4", "edge": "#2ca02c", "baseline": "#444444", "accent": "#d62728"}
@@ -271,4 +272,45 @@ def size_ratios(ratios: pd.Series, ideal: float = 4.0,
     ax.set_xlim(0, ideal * 1.1)
     ax.invert_yaxis()
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    return ax
+
+
+def energy_curves(spectra: dict[str, np.ndarray], threshold: float | None = None):
+    """Two panels: each layer's singular values (normalized) and the energy its top ranks keep.
+
+    Args:
+        spectra: ``{layer: singular values}``, e.g. from ``helpers.lowrank.singular_values``.
+        threshold: An energy fraction to mark (e.g. 0.9).
+    """
+    _, (left, right) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.6, FIGSIZE[1]),
+                                    layout="constrained")
+    new_axes("Singular values", "index i (largest first)", "s_i / s_1 (log scale)", ax=left)
+    new_axes("Energy kept by the top r", "rank r / full rank", "sum of s_i^2 kept", ax=right)
+    for name, s in spectra.items():
+        s = np.sort(np.asarray(s, dtype=np.float64))[::-1]
+        left.semilogy(np.arange(1, s.size + 1), s / s[0], label=name)
+        right.plot(np.arange(1, s.size + 1) / s.size, np.cumsum(s ** 2) / np.sum(s ** 2),
+                   label=name)
+    if threshold is not None:
+        right.axhline(threshold, color=COLORS["baseline"], linestyle="--",
+                      label=f"{threshold:.0%} energy")
+    right.legend()
+    return left, right
+
+
+def energy_vs_accuracy(study: pd.DataFrame, baseline: float | None = None, ax=None):
+    """Test accuracy against the energy kept, one line per layer factorized alone.
+
+    Args:
+        study: A table from ``helpers.lowrank.energy_study``.
+        baseline: The unfactorized model's accuracy (a fraction), drawn as a dashed line.
+    """
+    ax = new_axes("Same energy, different cost", "energy kept (each layer alone)",
+                  "test accuracy %", ax=ax)
+    for name, rows in study.groupby("layer", sort=False):
+        ax.plot(rows.energy, 100 * rows.accuracy, marker="o", label=name)
+    if baseline is not None:
+        ax.axhline(100 * baseline, color=COLORS["baseline"], linestyle="--",
+                   label="not factorized")
+    ax.legend()
     return ax

@@ -35,7 +35,8 @@ from PIL import Image
 from helpers import _validate, distillation, plots, pruning, quantization
 
 __all__ = ["EXPLORER_FIGSIZE", "EXPLORER_DPI", "Explorer", "sweep_explorer", "sparsity_explorer",
-           "temperature_explorer", "BITWIDTH_FIGSIZE", "BitwidthExplorer", "bitwidth_explorer"]
+           "temperature_explorer", "BITWIDTH_FIGSIZE", "BitwidthExplorer", "bitwidth_explorer",
+           "cluster_explorer", "rank_explorer"]
 
 EXPLORER_FIGSIZE = (10.0, 3.6)
 EXPLORER_DPI = 80
@@ -423,3 +424,85 @@ def bitwidth_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "lay
     toggle = widgets.ToggleButtons(options=granularities, value=granularities[0],
                                    description="scales")
     return BitwidthExplorer(toggle, explorers)
+
+
+# ---------------------------------------------------------------------------- clustering, low rank
+def cluster_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "layer",
+                     prerender: bool = False) -> Explorer:
+    """Codebook size slider -> shared values on a kernel's histogram, accuracy and gzip bytes.
+
+    Args:
+        sweep: A table from ``helpers.clustering.cluster_sweep`` (row 0 = unclustered).
+        kernel: One kernel to draw with its k-means centroids (recomputed for the picture).
+        layer: Its name, for the title.
+        prerender: Render every frame now.
+    """
+    from helpers.clustering import kmeans  # taught in deeper/weight_clustering
+
+    if not isinstance(sweep, pd.DataFrame) or not {"accuracy", "gzip_bytes"} <= set(sweep):
+        raise ValueError("sweep must be a DataFrame from clustering.cluster_sweep")
+    flat, curve = np.asarray(kernel, np.float32).ravel(), sweep.drop(index=0)
+    base = sweep.loc[0]
+
+    def setup(figure):
+        left, right = figure.subplots(1, 2)
+        left.hist(flat, bins=120, color="0.7")
+        left.set(title=f"{layer} kernel and its shared values", xlabel="weight", yticks=[])
+        right.plot(curve.index, 100 * curve.accuracy, "o-", label="clustered, no fine-tuning")
+        right.axhline(100 * base.accuracy, color="0.4", ls="--", label="float model")
+        right.set(xscale="log", title="accuracy against codebook size", xlabel="clusters k",
+                  ylabel="test accuracy %")
+        right.legend(loc="lower right")
+
+    def draw(k, row, figure):
+        left, right = figure.axes
+        for value in kmeans(flat, k)[0]:
+            left.axvline(value, color="C3", lw=1)
+        right.plot([k], [100 * row.accuracy], "o", ms=12, color="C3")
+        return (f"<b>k = {k}</b> ({row.index_bits} bits per weight index) &nbsp;|&nbsp; test "
+                f"accuracy <b>{100 * row.accuracy:.1f} %</b> (float {100 * base.accuracy:.1f} %)"
+                f" &nbsp;|&nbsp; gzip of the .tflite <b>{_kb(row.gzip_bytes)}</b> "
+                f"(float {_kb(base.gzip_bytes)})")
+
+    return sweep_explorer(curve, list(curve.index), draw, setup, description="clusters k",
+                          prerender=prerender)
+
+
+def rank_explorer(sweep: pd.DataFrame, prerender: bool = False) -> Explorer:
+    """Rank slider -> parameters, accuracy and LiteRT latency of a factorized model.
+
+    Args:
+        sweep: A table from ``helpers.lowrank.rank_sweep`` (indexed by rank; columns
+            ``params``, ``accuracy``, ``latency_ms``; the original in ``sweep.attrs``).
+        prerender: Render every frame now.
+    """
+    if not isinstance(sweep, pd.DataFrame) or not {"params", "accuracy", "latency_ms"} <= set(
+            sweep):
+        raise ValueError("sweep must be a DataFrame from lowrank.rank_sweep")
+    base = sweep.attrs
+
+    def setup(figure):
+        left, right = figure.subplots(1, 2)
+        left.plot(sweep.params / 1000, 100 * sweep.accuracy, "o-", label="factorized")
+        left.plot([base["params"] / 1000], [100 * base["accuracy"]], "s", color="0.3",
+                  label="original")
+        left.set(title="accuracy against parameters", xlabel="parameters (thousands)",
+                 ylabel="test accuracy %")
+        left.legend(loc="lower right")
+        right.plot(sweep.index, sweep.latency_ms * 1000, "o-")
+        right.axhline(base["latency_ms"] * 1000, color="0.4", ls="--", label="original")
+        right.set(title="LiteRT batch-1 latency", xlabel="rank r", ylabel="microseconds")
+        right.legend(loc="lower right")
+
+    def draw(rank, row, figure):
+        left, right = figure.axes
+        left.plot([row.params / 1000], [100 * row.accuracy], "o", ms=12, color="C3")
+        right.plot([rank], [row.latency_ms * 1000], "o", ms=12, color="C3")
+        return (f"<b>rank {rank}</b> &nbsp;|&nbsp; <b>{int(row.params):,}</b> parameters "
+                f"({row.params / base['params']:.0%} of the original) &nbsp;|&nbsp; test "
+                f"accuracy <b>{100 * row.accuracy:.1f} %</b> (original "
+                f"{100 * base['accuracy']:.1f} %) &nbsp;|&nbsp; latency <b>"
+                f"{row.latency_ms * 1000:.0f} us</b> (original {base['latency_ms'] * 1000:.0f} us)")
+
+    return sweep_explorer(sweep, list(sweep.index), draw, setup, description="rank r",
+                          prerender=prerender)

@@ -115,7 +115,7 @@ def test_the_check_is_not_fooled_by_names():
         "not a function defined in the notebook")
 
 
-# ---------------------------------------------------------------- the four labs
+# ---------------------------------------------------------------- the five labs
 
 # lab -> (cells kept besides the setup, {answer cell (or "after <cell>" for a new cell):
 # adversarial source}, tests that must fail because of the integrity check, {other test
@@ -174,6 +174,21 @@ ADVERSARIAL = {
                         "    return pruning.prune_filters(model, {name: 1 - n / "
                         "model.get_layer(name).units for name, n in units.items()})"},
         ["test_footprint", "test_prune"], {"test_shrink": ""}),
+    "lab5_low_rank": (
+        ["truncated_svd", "integrity_truncated_svd", "test_truncated_svd_visible",
+         "test_truncated_svd", "rank_for_energy", "integrity_rank_for_energy",
+         "test_rank_for_energy", "factorize_dense", "integrity_factorize_dense",
+         "test_factorize_dense_visible", "test_factorize_dense"],
+        {"truncated_svd": "from helpers.lowrank import svd_factors as truncated_svd",
+         "rank_for_energy": "from helpers import lowrank\n"
+                            "rank_for_energy = lowrank.rank_for_energy",
+         "factorize_dense": "from helpers import lowrank\n\n"
+                            "def factorize_dense(model, layer_name, rank):\n"
+                            "    return lowrank.factorize(model, {layer_name: rank},\n"
+                            "                             only_if_smaller=False)"},
+        ["integrity_truncated_svd", "test_truncated_svd_visible", "test_truncated_svd",
+         "integrity_rank_for_energy", "test_rank_for_energy", "integrity_factorize_dense",
+         "test_factorize_dense_visible", "test_factorize_dense"], {}),
 }
 
 

@@ -109,3 +109,72 @@ def test_bad_arguments(lenet):
     with pytest.raises(ValueError, match="Sequential"):
         inputs = keras.Input((4,))
         lowrank.factorize(keras.Model(inputs, keras.layers.Dense(2)(inputs)), 1)
+
+
+# ---------------------------------------------------------------- lab 5
+def test_lab5_solution_scores_full_marks_and_the_lab_scores_zero():
+    from pathlib import Path
+
+    from helpers.course import grading
+
+    repo = Path(__file__).resolve().parent.parent
+    solutions, lab = repo / "solutions", repo / "labs" / "lab5_low_rank.ipynb"
+    problems = grading.check_labs(solutions, repo / "labs")
+    assert not [problem for problem in problems if "lab5_low_rank" in problem], problems
+    solved = grading.grade(solutions / "lab5_low_rank.ipynb", solutions, timeout=600)
+    assert solved.error == "" and solved.max_score == 14
+    assert solved.score == solved.max_score, grading.format_result(solved)
+    assert [cell.grade_id for cell in solved.needs_manual] == ["why_ranks"]
+    untouched = grading.grade(lab, solutions, timeout=600)
+    assert untouched.error == "" and untouched.score == 0, grading.format_result(untouched)
+    assert untouched.max_score == solved.max_score
+
+
+# ---------------------------------------------------------------- notebook experiments
+def test_tucker2_is_exact_at_full_rank_and_improves_with_rank():
+    kernel = RNG.normal(size=(5, 5, 6, 16)).astype(np.float32)
+    core, u_in, u_out = lowrank.tucker2(kernel, 6, 16)
+    assert core.shape == (5, 5, 6, 16) and u_in.shape == (6, 6) and u_out.shape == (16, 16)
+    np.testing.assert_allclose(lowrank.tucker2_reconstruct(core, u_in, u_out), kernel,
+                               atol=1e-4)
+    errors = [np.linalg.norm(lowrank.tucker2_reconstruct(*lowrank.tucker2(kernel, r, 2 * r))
+                             - kernel) for r in (1, 2, 4)]
+    assert errors[0] > errors[1] > errors[2] > 0
+    core, u_in, u_out = lowrank.tucker2(kernel, 3, 8)
+    assert lowrank.tucker2_params(kernel.shape, 3, 8) == core.size + u_in.size + u_out.size
+    for bad in ({"rank_in": 0, "rank_out": 4}, {"rank_in": 2, "rank_out": 17}):
+        with pytest.raises(ValueError, match=list(bad)[0] if bad["rank_in"] == 0 else "rank_out"):
+            lowrank.tucker2(kernel, **bad)
+    with pytest.raises(ValueError, match="4-D"):
+        lowrank.tucker2(kernel[0], 1, 1)
+
+
+def test_rank_sweep_counts_params_and_keeps_accuracy_at_high_rank(lenet, mnist5k):
+    ranks = [1, 2, 4, 8, 16, 32, 64, 96]  # the notebook's sweep, shared through the cache
+    sweep = lowrank.rank_sweep(lenet, mnist5k, "fc1", ranks)
+    assert list(sweep.index) == ranks
+    base = measure.count_params(lenet)
+    assert sweep.attrs["params"] == base
+    assert sweep.params[2] == base - 400 * 120 + 2 * (400 + 120)
+    # measured (seed 0): 98.7 % original, 98.7 % at rank 64, 45.5 % at rank 2
+    assert abs(sweep.accuracy[64] - sweep.attrs["accuracy"]) <= 0.01
+    assert sweep.accuracy[2] < sweep.accuracy[64] - 0.1
+    assert (sweep.latency_ms > 0).all()
+    with pytest.raises(ValueError, match="layer must name"):
+        lowrank.rank_sweep(lenet, mnist5k, "pool1", [2], cache=False)
+    with pytest.raises(ValueError, match="rank must be an integer in"):
+        lowrank.rank_sweep(lenet, mnist5k, "fc1", [0], cache=False)
+
+
+def test_energy_study_picks_larger_ranks_for_more_energy(mnist5k):
+    mlp = models.pretrained("mlp", mnist5k, progress=False)
+    study = lowrank.energy_study(mlp, mnist5k, energies=(0.5, 0.99), cache=False)
+    assert list(study.layer.unique()) == ["hidden", "logits"]
+    for _, rows in study.groupby("layer"):
+        assert rows["rank"].is_monotonic_increasing and (rows["rank"] <= rows.full_rank).all()
+    base = measure.accuracy(mlp, mnist5k.x_test, mnist5k.y_test)
+    # 99 % of the energy of one layer: measured (seed 0) within 0.5 points of the original
+    high = study[study.energy == 0.99]
+    assert (abs(high.accuracy - base) <= 0.02).all(), high
+    with pytest.raises(ValueError, match="energy"):
+        lowrank.energy_study(mlp, mnist5k, energies=(1.5,), cache=False)

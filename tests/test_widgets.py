@@ -120,3 +120,39 @@ def test_bad_inputs_give_clear_errors(sweep):
                            sweep.baseline_accuracy)
     with pytest.raises(ValueError, match="5 rows but 2 histograms"):
         widgets.sparsity_explorer(broken)
+
+
+# ---------------------------------------------------------------- clustering, low rank
+def test_cluster_explorer_moves_headlessly():
+    import pandas as pd
+
+    from helpers import widgets
+
+    sweep = pd.DataFrame({"accuracy": [0.98, 0.7, 0.97], "tflite_bytes": [100] * 3,
+                          "gzip_bytes": [90, 20, 40], "index_bits": [0, 1, 3]},
+                         index=pd.Index([0, 2, 8], name="clusters"))
+    kernel = np.random.default_rng(0).normal(size=(30, 20))
+    explorer = widgets.cluster_explorer(sweep, kernel, "fc")
+    first = (explorer.text, explorer.image.value)
+    assert "k = 2" in first[0] and "70.0 %" in first[0]
+    explorer.slider.value = 8
+    assert "k = 8" in explorer.text and explorer.image.value != first[1]
+    with pytest.raises(ValueError, match="cluster_sweep"):
+        widgets.cluster_explorer(sweep.drop(columns="gzip_bytes"), kernel)
+
+
+def test_rank_explorer_moves_headlessly():
+    import pandas as pd
+
+    from helpers import widgets
+
+    sweep = pd.DataFrame({"params": [1000, 3000], "accuracy": [0.5, 0.97],
+                          "latency_ms": [0.02, 0.03]}, index=pd.Index([2, 16], name="rank"))
+    sweep.attrs = {"params": 5000, "accuracy": 0.98, "latency_ms": 0.03}
+    explorer = widgets.rank_explorer(sweep)
+    assert "rank 2" in explorer.text and "20%" in explorer.text
+    before = explorer.image.value
+    explorer.slider.value = 16
+    assert "rank 16" in explorer.text and explorer.image.value != before
+    with pytest.raises(ValueError, match="rank_sweep"):
+        widgets.rank_explorer(sweep.drop(columns="latency_ms"))

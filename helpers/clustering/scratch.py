@@ -1,25 +1,7 @@
-"""Weight sharing (clustering): many weights, few distinct values (deeper/weight clustering).
+"""Weight sharing from scratch: 1-D k-means, clustered tensors and models, centroid fine-tuning.
 
-Deep Compression (Han et al. 2016, "Deep Compression", ICLR) replaces the weights of a layer
-by ``k`` shared values, the centroids of a 1-D k-means over the weights. A layer then stores a
-small *codebook* (``k`` floats) plus one ``log2(k)``-bit *index* per weight.
-
-* :func:`kmeans` -- 1-D k-means from scratch in NumPy, with the paper's three centroid
-  initializations: ``"linear"`` (evenly spaced between min and max, best in the paper),
-  ``"density"`` (evenly spaced on the weights' CDF) and ``"random"`` (Forgy: k random weights).
-* :func:`cluster_weights` -- one tensor to ``(codebook, indices)``; pruned zeros stay exactly
-  zero (they are not clustered, so a pruned-then-clustered layer keeps its sparsity).
-* :func:`cluster_model` -- every kernel of a Keras model, per layer, in a new model.
-* :class:`KeepClusters` -- a Keras callback that fine-tunes the *centroids*: after every
-  batch each weight is reset to the mean of its cluster (the average of the cluster's
-  gradient steps, TFMOT's ``GradientAggregation.AVG``); pruned zeros stay zero.
-* :func:`cluster_with_tfmot` -- the library route: ``tfmot.clustering.keras.cluster_weights``,
-  fine-tuning, then ``strip_clustering``;
-* :func:`pcqat` -- prune- and cluster-preserving quantization-aware training (TFMOT's
-  collaborative optimization), for a model that is pruned, clustered and then int8.
-
-Used by the weight-clustering deeper notebook, ``helpers.codec`` (Deep Compression) and the
-benchmark.
+Part of :mod:`helpers.clustering` (see its docstring); taught in
+``lessons/deeper/weight_clustering.ipynb``.
 """
 from __future__ import annotations
 
@@ -29,19 +11,11 @@ import numpy as np
 
 from helpers import _validate
 from helpers._tf import keras
-from helpers.models import compile_model, train
-
-import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
-from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa
-    cluster as experimental)
+from helpers.models import compile_model
 
 __all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
            "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
-           "KeepClusters", "cluster_with_tfmot"]
-
-__all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
-           "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
-           "KeepClusters", "cluster_with_tfmot", "pcqat"]
+           "KeepClusters"]
 
 INITS = ("linear", "density", "random")
 TFMOT_INITS = ("kmeans++", "linear", "density", "random")
@@ -337,109 +311,3 @@ class KeepClusters(keras.callbacks.Callback):
             variable.assign(np.where(nonzero, shared, np.float32(0)))
 
 
-# ---------------------------------------------------------------------------- TFMOT
-def cluster_with_tfmot(model: keras.Model, clusters: int = 16, init: str = "kmeans++",
-                       data=None, epochs: int = 1, learning_rate: float = 1e-4,
-                       preserve_sparsity: bool = False, batch_size: int = 64,
-                       progress: bool = False) -> keras.Model:
-    """Cluster with the TensorFlow Model Optimization Toolkit, fine-tune, then strip.
-
-    ``tfmot.clustering.keras.cluster_weights`` wraps each layer so its kernel is
-    ``centroids[indices]`` with trainable centroids; ``strip_clustering`` removes the
-    wrappers and leaves a plain model with at most ``clusters`` distinct values per kernel.
-
-    Args:
-        model: A trained Keras model (not modified).
-        clusters: Number of clusters per kernel, in [2, 256].
-        init: ``"kmeans++"`` (TFMOT's default), ``"linear"``, ``"density"`` or ``"random"``.
-        data: A :class:`helpers.data.Dataset` to fine-tune on; ``None`` only with
-            ``epochs=0``.
-        epochs: Fine-tuning epochs (0 = cluster only).
-        learning_rate: Adam learning rate of the fine-tuning (small: the model is trained).
-        preserve_sparsity: Keep pruned zeros at zero (TFMOT's experimental
-            sparsity-preserving clustering).
-        batch_size: Fine-tuning batch size.
-        progress: Show a progress bar while fine-tuning.
-
-    Returns:
-        The stripped, compiled model. Note that TFMOT leaves a Conv2D layer unclustered if it
-        has too few weights for ``clusters``.
-    """
-    _validate.model(model)
-    clusters = _validate_clusters(clusters)
-    _validate_init(init, TFMOT_INITS)
-    epochs = _validate.epochs(epochs, allow_zero=True)
-    if epochs and data is None:
-        raise ValueError("data must be a Dataset when epochs > 0, got None")
-    _validate.learning_rate(learning_rate)
-    api = tfmot.clustering.keras
-    centroid_init = {"kmeans++": api.CentroidInitialization.KMEANS_PLUS_PLUS,
-                     "linear": api.CentroidInitialization.LINEAR,
-                     "density": api.CentroidInitialization.DENSITY_BASED,
-                     "random": api.CentroidInitialization.RANDOM}[init]
-    copy = keras.models.clone_model(model)  # TFMOT wraps (and alters) the layers it is given
-    copy.set_weights(model.get_weights())
-    wrapped = experimental.cluster_weights(copy, number_of_clusters=clusters,
-                                           cluster_centroids_init=centroid_init,
-                                           preserve_sparsity=preserve_sparsity)
-    if epochs:
-        compile_model(wrapped, learning_rate)
-        train(wrapped, data, epochs=epochs, batch_size=batch_size, progress=progress)
-    return compile_model(api.strip_clustering(wrapped))
-
-
-def pcqat(model: keras.Model, data, epochs: int = 2, learning_rate: float = 1e-4,
-          seed: int = 0, progress: bool = False, cache: bool = True) -> keras.Model:
-    """Prune- and cluster-preserving QAT (TFMOT's "PCQAT" collaborative optimization).
-
-    Plain QAT would train the zeros and the shared values away; TFMOT's
-    ``Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)`` keeps the sparsity
-    mask and the clusters while the weights learn the int8 rounding.
-
-    Args:
-        model: A pruned and clustered model (e.g. ``codec.deep_compression(...).model``);
-            never changed.
-        data: A :class:`helpers.data.Dataset` to train on.
-        epochs: QAT epochs (>= 1).
-        learning_rate: Adam learning rate (small: the model is already trained).
-        seed: Seed of the shuffling.
-        progress: Show a progress bar.
-        cache: Load/store the trained weights in the course cache (keyed by the recipe and
-            the input model's weights).
-
-    Returns:
-        The compiled quantization-aware model (convert it with the TFLite converter, e.g.
-        ``quantization.quantize_dynamic_range``).
-    """
-    import tensorflow_model_optimization as tfmot  # loads TFMOT only when QAT is used
-
-    from helpers import _validate
-    from helpers.cache import cache_key, cached_model, model_digest
-    from helpers.models import compile_model, train
-
-    _validate.model(model)
-    _validate.dataset(data)
-    epochs = _validate.positive_int(epochs, "epochs")
-    if not 0 < learning_rate < 1:
-        raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
-    scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
-        preserve_sparsity=True)
-
-    def build_model():
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        annotated = tfmot.quantization.keras.quantize_annotate_model(copy)
-        return compile_model(tfmot.quantization.keras.quantize_apply(annotated, scheme),
-                             learning_rate)
-
-    def fit(quantized):
-        train(quantized, data, epochs=epochs, seed=seed, progress=progress)
-
-    if not cache:
-        quantized = build_model()
-        fit(quantized)
-        return quantized
-    recipe = {"epochs": epochs, "learning_rate": learning_rate, "seed": seed,
-              "train": len(data.x_train)}
-    key = f"pcqat-{data.name}-{cache_key(recipe, model_digest(model))}"
-    return cached_model(key, build_model, fit)
