@@ -102,3 +102,10 @@ def test_best_under_budget_and_explorer():
     assert "no candidate fits" in explorer.text
     with pytest.raises(ValueError, match="no column"):
         quantization.best_under_budget(candidates, 50, column="bytes")
+
+
+def test_plot_sensitivity_draws_one_bar_per_layer_and_bit_width():
+    scan = pd.DataFrame({"8-bit drop": [0.0, 0.1], "2-bit drop": [30.0, 2.0],
+                         "weights": [100, 10]}, index=["a", "b"])
+    ax = quantization.plot_sensitivity(scan, 0.4)
+    assert len(ax.patches) == 4 and ax.get_ylim()[1] >= 30

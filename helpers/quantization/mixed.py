@@ -336,5 +336,7 @@ def plot_sensitivity(scan: pd.DataFrame, standard_error_points: float | None = N
                    label="1 standard error")
     ax.set_xticks(x, [f"{name}\n{n:,} w" for name, n in zip(scan.index, scan["weights"])])
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.legend()
+    values = scan[columns].to_numpy()
+    ax.set_ylim(min(-1.0, 2 * float(values.min())), 10 * max(1.0, float(values.max())))
+    ax.legend(ncol=len(columns) + 1, fontsize=8, loc="upper left")
     return ax
