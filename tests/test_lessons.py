@@ -375,3 +375,52 @@ def test_inline_kmeans_and_tfmot_clustering_share_weights(mnist):
     assert np.max(np.abs(np.sort(centroids) - codebook)) < 0.01
     ns = run_cells(path, ns, "tfmot-cluster")
     assert all(n <= 8 for n in clustering.unique_values(ns["tfmot_clustered"]).values())
+
+
+def _bn_cnn_with_statistics():
+    from helpers import graph
+
+    model = graph.bn_cnn()
+    rng = np.random.default_rng(0)
+    for name in ("bn1", "bn2"):
+        n = model.get_layer(name).get_weights()[0].size
+        model.get_layer(name).set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n),
+                                           rng.normal(size=n), rng.uniform(0.1, 2, n)])
+    return model
+
+
+def test_inline_batch_norm_folding_is_the_helpers():
+    from helpers import graph
+
+    model = _bn_cnn_with_statistics()
+    ns = run_cells(lesson("deeper/graph_optimizations"), {"model": model}, "cell-003",
+                   "fold-by-hand")
+    kernel, bias = graph.fold_batch_norm(model.get_layer("conv1").get_weights()[0], None,
+                                         *model.get_layer("bn1").get_weights(),
+                                         epsilon=model.get_layer("bn1").epsilon)
+    np.testing.assert_allclose(ns["folded_kernel"], kernel, rtol=1e-6)
+    np.testing.assert_allclose(ns["folded_bias"], bias, rtol=1e-6, atol=1e-7)
+
+
+def test_inline_tflite_op_list_is_the_helpers():
+    from helpers import graph, measure
+
+    model = _bn_cnn_with_statistics()
+    ns = run_cells(lesson("deeper/graph_optimizations"), {"model": model}, "cell-003",
+                   "tflite-ops")
+    assert ns["tflite_op_names"] == list(graph.tflite_ops(measure.to_tflite(model))["op"])
+    assert "DELEGATE" not in ns["tflite_op_names"]
+
+
+def test_inline_aeq_recipe_writes_the_helpers_file(mnist):
+    from helpers import measure, quantization
+
+    ds, model = mnist
+    plan = {"conv1": 8, "conv2": 8, "fc1": 4, "fc2": 4, "logits": 8}
+    ns = run_cells(lesson("deeper/hardware_aware_training"),
+                   {"lenet": model, "plans": {"mixed 4/8, 60 % budget": plan}},
+                   "cell-003", "aeq-recipe")
+    helper = quantization.quantize_with_aeq(measure.to_tflite(model), plan)
+    assert bytes(ns["mixed_tflite"]) == helper
+    assert len(helper) < len(quantization.quantize_with_aeq(ns["float_tflite"],
+                                                            dict.fromkeys(plan, 8)))

@@ -34,12 +34,19 @@ The package is split by concern, and this module re-exports every public name, s
 ``from helpers import quantization; quantization.quantize_int8(...)`` works as before:
 ``scratch`` (NumPy), ``fake`` (a Keras model's kernels rounded), ``tflite_weights`` (reading
 a flatbuffer's int8 weights and sizes), ``sweep`` (the bit-width sweep and its column names),
-``ptq`` (TFLite post-training quantization) and ``qat`` (quantization-aware training).
+``ptq`` (TFLite post-training quantization), ``qat`` (quantization-aware training) and
+``mixed`` (per-layer sensitivity, mixed precision, ``ai-edge-quantizer``).
 
 Used by ``lessons/02_quantization.ipynb``, ``solutions/lab2_quantization.ipynb`` and
 ``helpers.widgets.bitwidth_explorer``.
 """
 from helpers.quantization.fake import fake_quantize_model, quantizable_layers
+from helpers.quantization.mixed import (AEQ_BITS, best_under_budget, budget_explorer,
+                                        fake_quantize_layers, greedy_plan,
+                                        mixed_precision_plan,
+                                        packed_weight_bytes, plot_sensitivity, qat_mixed,
+                                        quantize_with_aeq, sensitivity_scan,
+                                        tflite_layer_outputs)
 from helpers.quantization.ptq import (evaluate_tflite, int8_size_ratios, quantize_dynamic_range,
                                       quantize_float16, quantize_int8)
 from helpers.quantization.qat import qat_ste, qat_tfmot
@@ -69,4 +76,9 @@ __all__ = [
     "int8_size_ratios",
     # quantization-aware training
     "qat_ste", "qat_tfmot",
+    # mixed precision and hardware-aware training (lessons/deeper/hardware_aware_training)
+    "sensitivity_scan", "mixed_precision_plan", "greedy_plan", "fake_quantize_layers",
+    "packed_weight_bytes",
+    "qat_mixed", "AEQ_BITS", "tflite_layer_outputs", "quantize_with_aeq", "plot_sensitivity",
+    "best_under_budget", "budget_explorer",
 ]
