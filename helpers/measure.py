@@ -51,8 +51,17 @@ def count_nonzero(weights) -> int:
 
 
 def kernels(model: keras.Model) -> dict[str, np.ndarray]:
-    """The prunable weight tensors (kernels, ndim >= 2) of a model, by weight name."""
-    return {w.name: w.numpy() for w in model.weights if len(w.shape) >= 2}
+    """The prunable weight tensors (kernels, ndim >= 2) of a model, by weight name.
+
+    A name without its layer (``strip_clustering`` names every kernel ``kernel:0``) gets the
+    layer's name in front, so no kernel hides another.
+    """
+    found = {}
+    for layer in _validate.model(model).layers:
+        for w in layer.weights:
+            if len(w.shape) >= 2:
+                found[w.name if "/" in w.name else f"{layer.name}/{w.name}"] = w.numpy()
+    return found
 
 
 def sparsity(weights) -> float:

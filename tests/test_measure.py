@@ -17,6 +17,22 @@ def tiny():
     return model
 
 
+
+def test_sparsity_counts_every_layer_after_strip_clustering():
+    """strip_clustering names every kernel ``kernel:0``; each must still count."""
+    import tensorflow_model_optimization as tfmot
+
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)),
+                              keras.layers.Dense(8, name="a"), keras.layers.Dense(2, name="b")])
+    api = tfmot.clustering.keras
+    clustered = api.cluster_weights(model, number_of_clusters=2,
+                                    cluster_centroids_init=api.CentroidInitialization.LINEAR)
+    stripped = api.strip_clustering(clustered)
+    first = stripped.layers[0]
+    first.set_weights([np.zeros_like(first.get_weights()[0]), first.get_weights()[1]])
+    assert len(measure.kernels(stripped)) == 2
+    assert measure.sparsity(stripped) == pytest.approx(32 / (32 + 16))
+
 @pytest.fixture(scope="module")
 def trained(digits):
     from helpers import models
