@@ -254,6 +254,24 @@ def student_comparison(results: pd.DataFrame, teacher_accuracy: float | None = N
     return ax
 
 
+def label_scarce(summary: pd.DataFrame,
+                 title: str = "A student short of labels: alone vs taught", ax=None):
+    """Test accuracy against the number of labels: scratch and distilled (mean ± std over
+    seeds), the teacher dashed (``03_distillation``; ``summary`` from
+    ``helpers.distillation.summarize``)."""
+    ax = new_axes(title, "labelled training images (log scale)", "test accuracy (%)", ax=ax)
+    for method, color in (("scratch", COLORS["baseline"]), ("distilled", COLORS["edge"])):
+        ax.errorbar(summary.index.to_numpy(float), summary[f"{method} %"].to_numpy(float),
+                    yerr=summary[f"{method} std"].to_numpy(float),
+                    fmt="o-", capsize=4, color=color, label=f"{method} (mean ± std)")
+    teacher = float(summary["teacher %"].iloc[0])
+    ax.axhline(teacher, color=COLORS["accent"], linestyle="--", label=f"teacher: {teacher:.1f} %")
+    ax.set_xscale("log")
+    ax.set_xticks(list(summary.index), [f"{n:,}" for n in summary.index])
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
 def size_ratios(ratios: pd.Series, ideal: float = 4.0,
                 title: str = "How much smaller is the int8 file?"):
     """Horizontal bars of float32 / int8 file-size ratios, with the weights-only ideal dashed."""
