@@ -36,7 +36,7 @@ check-labs: $(STAMP)
 	$(BIN)/python -m helpers.grading check
 
 benchmark: $(STAMP)
-	$(BIN)/python -m helpers.benchmark --quick
+	$(BIN)/python -m helpers.course.benchmark --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -355,7 +355,9 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
               progress: bool = True) -> keras.Model:
     """Train a copy of ``model`` a little longer and return it (wrappers stripped).
 
-    For a model from :func:`prune_with_tfmot` this adds TFMOT's ``UpdatePruningStep``
+    The learning rate decays from ``learning_rate`` to zero over the ``epochs`` (cosine), so
+    the fine-tuned model ends converged like the baseline it came from. For a model from
+    :func:`prune_with_tfmot` this adds TFMOT's ``UpdatePruningStep``
     callback (it advances the schedule and re-applies the masks; training without it raises
     an error) and calls ``strip_pruning`` at the end. A plain model (e.g. from
     :func:`prune_filters`) is simply trained.
@@ -384,20 +386,49 @@ def fine_tune(model: keras.Model, data: Dataset, epochs: int = 4, learning_rate:
     wrapped = is_wrapped(model)
 
     def train_copy() -> keras.Model:
-        work = models.compile_model(_copy_any(model), learning_rate)
+        decay = epochs * models.steps_per_epoch(data, batch_size)
+        work = models.compile_model(_copy_any(model), learning_rate, decay_steps=decay)
         callbacks = [_sparsity_api.UpdatePruningStep()] if wrapped else []
         models.train(work, data, epochs, batch_size, augment, seed, progress, callbacks)
         return strip_pruning(work) if wrapped else work
 
     if not cache:
         return train_copy()
-    recipe = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
-              "augment": bool(augment), "seed": seed, "data": data.name, "train": len(data.x_train)}
+    recipe = {"epochs": epochs, "learning_rate": learning_rate, "schedule": "cosine",
+              "batch_size": batch_size, "augment": bool(augment), "seed": seed,
+              "data": data.name, "train": len(data.x_train)}
     key = f"finetune-{model.name}-{data.name}-{cache_key(recipe, model_digest(model))}"
     architecture = _sparsity_api.strip_pruning(_copy_any(model)) if wrapped else model
     return cached_model(
         key, lambda: models.compile_model(keras.models.clone_model(architecture)),
         lambda target: target.set_weights(train_copy().get_weights()))
+
+
+def fine_tune_dense_control(model: keras.Model, data: Dataset, epochs: int = 4,
+                            learning_rate: float = 1e-3, batch_size: int = 64,
+                            augment: bool = False, seed: int = 0, cache: bool = True,
+                            progress: bool = True) -> keras.Model:
+    """The fair control for a fine-tuned compressed model: the dense model, fine-tuned alike.
+
+    Fine-tuning is more training, and more training alone can move accuracy. Train the
+    *unpruned* model with exactly the recipe the pruned one got (same epochs, learning rate,
+    batch size, augmentation and seed; pass the same arguments as to
+    :func:`prune_and_fine_tune`) and compare the pruned model with both: the baseline says
+    what compression cost, this control says what the extra epochs alone gave.
+
+    Args:
+        model: A trained dense (not wrapped) model; never changed.
+        data, epochs, learning_rate, batch_size, augment, seed, cache, progress: As in
+            :func:`fine_tune`.
+
+    Returns:
+        A compiled, plain Keras model with the architecture of ``model``.
+    """
+    if is_wrapped(_check_model(model)):
+        raise ValueError("the control must be the dense model: pass the model before "
+                         "prune_with_tfmot, not the wrapped one")
+    return fine_tune(model, data, epochs, learning_rate, batch_size, augment, seed, cache,
+                     progress)
 
 
 def prune_and_fine_tune(model: keras.Model, data: Dataset,

@@ -1,6 +1,10 @@
-"""helpers.widgets: explorers answer slider moves from a precomputed table, fast, headlessly."""
-import time
+"""helpers.widgets: explorers answer slider moves from a precomputed table, headlessly.
 
+No wall-clock asserts here (they fail on a slow or shared machine): the tests check the
+mechanism that makes a move fast (a frame is rendered at most once per value, a revisit is a
+look-up, the static figure is blitted), and ``python -m helpers.course.benchmark --timings``
+measures the response times against their targets (0.2 s for a first visit, 50 ms after).
+"""
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,20 +34,28 @@ def sweep():
     return SparsitySweep(table, edges, dense, counts, 0.984)
 
 
-def _move(explorer, value) -> float:
-    start = time.perf_counter()
-    explorer.slider.value = value
-    return time.perf_counter() - start
+def _count_renders(explorer) -> list:
+    """Record every value the explorer renders from now on (a render draws a new frame)."""
+    rendered, render = [], explorer._render
+
+    def counting(value):
+        rendered.append(value)
+        return render(value)
+
+    explorer._render = counting
+    return rendered
 
 
-def test_sparsity_explorer_answers_each_move_fast_and_shows_the_row(sweep):
+def test_sparsity_explorer_renders_each_value_once_and_shows_the_row(sweep):
     explorer = widgets.sparsity_explorer(sweep)
+    assert explorer._background is not None  # the static part is drawn once, then blitted
+    rendered = _count_renders(explorer)
     assert [v for _, v in explorer.slider.options] == SPARSITIES
     assert "sparsity 0.0 %" in explorer.text and "98.4 %" in explorer.text
     frames, texts = {explorer.image.value}, {explorer.text}
     for value in SPARSITIES[1:]:  # first visit to each value: rendered on the move
-        assert _move(explorer, value) <= 0.2
-        assert explorer.last_update_ms <= 200
+        explorer.slider.value = value
+        assert rendered[-1] == value and explorer.last_update_ms > 0
         frames.add(explorer.image.value)
         texts.add(explorer.text)
     assert len(frames) == len(texts) == len(SPARSITIES)  # every move changed plot and numbers
@@ -54,7 +66,10 @@ def test_sparsity_explorer_answers_each_move_fast_and_shows_the_row(sweep):
     assert "244.5 KB" in explorer.text and "43.9 KB" in explorer.text  # 45,000 B = 43.9 KB
     assert "5.12x smaller" in explorer.text  # 230,575 / 45,000
     assert explorer.image.value[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _move(explorer, 0.5) <= 0.05  # a revisit is a look-up
+    assert rendered == SPARSITIES[1:]  # one render per new value, none for the revisit of 0.9
+    explorer.slider.value = 0.5
+    assert rendered == SPARSITIES[1:]  # a revisit is a look-up
+    assert explorer.image.value == explorer._frames[0.5][0]
 
 
 def test_blitting_leaves_the_static_figure_unchanged(sweep):
@@ -83,7 +98,9 @@ def test_generic_explorer_with_a_dict_and_full_redraws():
     assert set(explorer._frames) == {1, 2, 3}
     assert explorer.text == "x = 1: y = 10.0 units"
     before = explorer.image.value
-    assert _move(explorer, 3) <= 0.2
+    rendered = _count_renders(explorer)
+    explorer.slider.value = 3
+    assert rendered == []  # prerendered: the move is a look-up
     assert explorer.text == "x = 3: y = 5.0 units" and explorer.image.value != before
     bundle = explorer._repr_mimebundle_()
     assert bundle["text/plain"] == "x = 3\nx = 3: y = 5.0 units"
