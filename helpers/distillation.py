@@ -534,7 +534,7 @@ def _predict(model, x) -> np.ndarray:
     return model.predict(x, batch_size=512, verbose=0)
 
 
-def label_scarce(data, label_counts=LABEL_COUNTS, seeds=(0, 1, 2), teacher: str = "lenet5",
+def label_scarce(data, label_counts=None, seeds=(0, 1, 2), teacher: str = "lenet5",
                  progress: bool = False, **recipe) -> pd.DataFrame:
     """The label-scarce experiment: a student with few labels, alone or taught.
 
@@ -546,7 +546,8 @@ def label_scarce(data, label_counts=LABEL_COUNTS, seeds=(0, 1, 2), teacher: str 
 
     Args:
         data: A ``helpers.data.Dataset``.
-        label_counts: The numbers of labels N to try.
+        label_counts: The numbers of labels N to try (default: those of ``LABEL_COUNTS``
+            below the training set's size, then all of it: the full-label control).
         seeds: One teacher, one labelled subset and one pair of students per seed.
         teacher: The teacher's name in ``helpers.models``.
         progress: Show progress bars while training.
@@ -559,6 +560,8 @@ def label_scarce(data, label_counts=LABEL_COUNTS, seeds=(0, 1, 2), teacher: str 
     """
     from helpers import models
 
+    if label_counts is None:
+        label_counts = [n for n in LABEL_COUNTS if n < len(data.y_train)] + [len(data.y_train)]
     seeds, counts = list(seeds), [positive_int(n, "labels") for n in label_counts]
     if not seeds or not counts:
         raise ValueError("seeds and label_counts must each hold at least one value")
