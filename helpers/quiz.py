@@ -20,6 +20,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = ["QUIZ_DIR", "Option", "Question", "Quiz", "load", "Card", "load_cards", "flash_cards",
+           "show"]
+
 QUIZ_DIR = Path(__file__).resolve().parent.parent / "lessons" / "quizzes"
 
 
@@ -82,7 +85,7 @@ class Question:
         """Feedback for the current selection: verdict, per-option feedback, explanation."""
         if not self.selected:
             return "Pick an answer first."
-        verdict = "✅ Correct!" if self.is_correct else "❌ Not quite."
+        verdict = "Correct!" if self.is_correct else "Not quite."
         if not self.is_correct and self.type == "multiple":
             verdict += " (select every right option and no wrong one)"
         lines = [verdict] + [f"• {self.options[i].text}: {self.options[i].feedback}"
@@ -125,7 +128,7 @@ class Quiz:
                 return bundle
 
         cards = [_question_card(q, n) for n, q in enumerate(self.questions, start=1)]
-        return QuizBox([widgets.HTML(f"<h3>🧠 Quiz: {self.title}</h3>")] + cards)
+        return QuizBox([widgets.HTML(f"<h3>Quiz: {self.title}</h3>")] + cards)
 
 
 def _question_card(question: Question, number: int):

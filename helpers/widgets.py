@@ -32,7 +32,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from helpers import plots
+from helpers import _validate, distillation, plots, pruning, quantization
+
+__all__ = ["EXPLORER_FIGSIZE", "EXPLORER_DPI", "Explorer", "sweep_explorer", "sparsity_explorer",
+           "temperature_explorer", "BITWIDTH_FIGSIZE", "BitwidthExplorer", "bitwidth_explorer"]
 
 EXPLORER_FIGSIZE = (10.0, 3.6)
 EXPLORER_DPI = 80
@@ -223,21 +226,24 @@ def sparsity_explorer(sweep, prerender: bool = False) -> Explorer:
                                title="Non-zero kernel weights", ax=left)
         left.set_ylim(0.8, 2 * max(sweep.dense_counts.max(), np.max(sweep.counts)))
         plots.accuracy_vs_sparsity(100 * table.index, {
-            "one-shot (no training)": 100 * table["accuracy one-shot"],
-            "fine-tuned": 100 * table["accuracy fine-tuned"]}, baseline=base, ax=right)
+            "one-shot (no training)": 100 * table[pruning.ACCURACY_ONE_SHOT],
+            "fine-tuned": 100 * table[pruning.ACCURACY_FINE_TUNED]}, baseline=base, ax=right)
 
     def draw(value, row, figure):
         left, right = figure.axes
         left.stairs(counts[value], sweep.edges, fill=True, alpha=0.5, color=pruned_color)
         right.axvline(100 * value, color=plots.COLORS["accent"], alpha=0.6)
-        one_shot, tuned = 100 * row["accuracy one-shot"], 100 * row["accuracy fine-tuned"]
-        gzip = row["tflite gzip bytes"]
+        one_shot = 100 * row[pruning.ACCURACY_ONE_SHOT]
+        tuned = 100 * row[pruning.ACCURACY_FINE_TUNED]
+        gzip = row[pruning.TFLITE_GZIP_BYTES]
         ratio = "" if value == table.index[0] else (
-            f" ({first['tflite gzip bytes'] / gzip:.2f}x smaller than at {table.index[0]:.0%})")
-        return (f"<b>sparsity {100 * row['sparsity measured']:.1f} %</b> &nbsp;|&nbsp; "
+            f" ({first[pruning.TFLITE_GZIP_BYTES] / gzip:.2f}x smaller than at "
+            f"{table.index[0]:.0%})")
+        return (f"<b>sparsity {100 * row[pruning.SPARSITY_MEASURED]:.1f} %</b> &nbsp;|&nbsp; "
                 f"accuracy one-shot <b>{one_shot:.1f} %</b>, fine-tuned <b>{tuned:.1f} %</b> "
                 f"(baseline {base:.1f} %, drop {base - tuned:.1f} points) &nbsp;|&nbsp; "
-                f"TFLite file <b>{_kb(row['tflite bytes'])}</b>, gzip <b>{_kb(gzip)}</b>{ratio}")
+                f"TFLite file <b>{_kb(row[pruning.TFLITE_BYTES])}</b>, gzip "
+                f"<b>{_kb(gzip)}</b>{ratio}")
 
     return sweep_explorer(table, list(table.index), draw, setup, description="sparsity",
                           format_value=lambda s: f"{s:.0%}", prerender=prerender)
@@ -264,12 +270,12 @@ def temperature_explorer(table: pd.DataFrame, true_class: int | None = None,
         ValueError: the table has no ``entropy bits`` column or ``true_class`` is not a
             class position.
     """
-    if "entropy bits" not in table.columns:
-        raise ValueError("table must come from distillation.temperature_table (it has no "
-                         "'entropy bits' column)")
-    classes = [c for c in table.columns if c != "entropy bits"]
-    if true_class is not None and not 0 <= int(true_class) < len(classes):
-        raise ValueError(f"true_class must be in [0, {len(classes) - 1}], got {true_class}")
+    if distillation.ENTROPY_BITS not in table.columns:
+        raise ValueError(f"table must come from distillation.temperature_table (it has no "
+                         f"{distillation.ENTROPY_BITS!r} column)")
+    classes = [c for c in table.columns if c != distillation.ENTROPY_BITS]
+    if true_class is not None:
+        _validate.integer(true_class, "true_class", 0, len(classes) - 1)
     flat = np.log2(len(classes))
 
     def setup(figure):
@@ -365,9 +371,8 @@ def bitwidth_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "lay
         with the grid levels (per-channel: the finest and the coarsest channel's grids), and
         the sweep's numbers for that bit-width and granularity.
     """
-    from helpers import quantization
-
-    required = {"bits", "granularity", "levels", "mse", "sqnr_db", "accuracy"}
+    required = {quantization.BITS, quantization.GRANULARITY, quantization.LEVELS,
+                quantization.MSE, quantization.SQNR_DB, quantization.ACCURACY}
     if not isinstance(sweep, pd.DataFrame) or not required <= set(sweep.columns):
         raise ValueError(f"sweep must be a DataFrame from quantization.bitwidth_sweep with "
                          f"columns {sorted(required)}, got {type(sweep).__name__}")
@@ -375,9 +380,9 @@ def bitwidth_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "lay
     if kernel.ndim < 2:
         raise ValueError(f"kernel must have >= 2 dimensions (a Conv2D or Dense kernel), got "
                          f"shape {kernel.shape}")
-    table = sweep.set_index(["granularity", "bits"]).sort_index()
+    table = sweep.set_index([quantization.GRANULARITY, quantization.BITS]).sort_index()
     granularities = [g for g in quantization.GRANULARITIES if g in table.index.levels[0]]
-    bits = sorted(int(b) for b in sweep["bits"].unique())
+    bits = sorted(int(b) for b in sweep[quantization.BITS].unique())
 
     def setup_for(granularity: str):
         labels = ("grid",) if granularity == "per-tensor" else (
@@ -401,14 +406,14 @@ def bitwidth_explorer(sweep: pd.DataFrame, kernel: np.ndarray, layer: str = "lay
                                        quantization.fake_quantize(kernel, b, True, axis), grids)
             steps = (f"{scale:.2e}" if axis is None else
                      f"{np.min(scale):.2e} to {np.max(scale):.2e}")
-            drop = (f" (drop {row['accuracy drop']:+.1f} points)"
-                    if "accuracy drop" in row.index else "")
-            return (f"<b>{b} bits, {granularity}</b>: {int(row['levels'])} levels, {layer} "
-                    f"step {steps} "
-                    f"&nbsp;|&nbsp; all weights: MSE <b>{row['mse']:.2e}</b>, SQNR "
-                    f"<b>{row['sqnr_db']:.1f} dB</b> &nbsp;|&nbsp; test accuracy "
-                    f"<b>{100 * row['accuracy']:.1f} %</b>{drop} &nbsp;|&nbsp; weight bytes "
-                    f"<b>{b / 32:.0%}</b> of float32")
+            drop = (f" (drop {row[quantization.ACCURACY_DROP]:+.1f} points)"
+                    if quantization.ACCURACY_DROP in row.index else "")
+            return (f"<b>{b} bits, {granularity}</b>: {int(row[quantization.LEVELS])} levels, "
+                    f"{layer} step {steps} "
+                    f"&nbsp;|&nbsp; all weights: MSE <b>{row[quantization.MSE]:.2e}</b>, SQNR "
+                    f"<b>{row[quantization.SQNR_DB]:.1f} dB</b> &nbsp;|&nbsp; test accuracy "
+                    f"<b>{100 * row[quantization.ACCURACY]:.1f} %</b>{drop} &nbsp;|&nbsp; "
+                    f"weight bytes <b>{b / 32:.0%}</b> of float32")
         return draw
 
     explorers = {g: sweep_explorer(table.loc[g], bits, draw_for(g), setup_for(g),

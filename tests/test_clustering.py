@@ -120,6 +120,7 @@ def test_cluster_model(lenet, mnist5k):
         np.testing.assert_array_equal(clustered.get_layer(layer).get_weights()[1],
                                       lenet.get_layer(layer).get_weights()[1])
     base = measure.accuracy(lenet, mnist5k.x_test, mnist5k.y_test)
+    # 16 values per kernel: measured change +0.0 (seed 0) and +0.1 points (seed 1)
     assert measure.accuracy(clustered, mnist5k.x_test, mnist5k.y_test) > base - 0.01
 
 
@@ -146,6 +147,8 @@ def test_keep_clusters_fine_tunes_centroids(pruned, mnist5k):
     np.testing.assert_array_equal(kernel == 0, zeros)
     assert not np.array_equal(np.unique(kernel), codebook_before)  # the centroids moved
     after = measure.accuracy(clustered, mnist5k.x_test, mnist5k.y_test)
+    # 4 values, one epoch of centroid fine-tuning: measured gains of 6.2 (seed 0) and 8.3
+    # points (seed 1); asking for 1 point leaves 5
     assert after > before + 0.01
 
 
@@ -170,11 +173,25 @@ def test_tfmot_sparsity_preserving_clustering_with_fine_tuning(pruned, mnist5k):
     assert counts["fc1"] <= 16 and counts["fc2"] <= 16
     zeros = pruned.get_layer("fc1").get_weights()[0] == 0
     assert np.all(stripped.get_layer("fc1").get_weights()[0][zeros] == 0)
+    # measured 0.960 (seed 0) and 0.961 (seed 1): 0.9 leaves 6 points
     assert measure.accuracy(stripped, mnist5k.x_test, mnist5k.y_test) > 0.9
 
 
+def test_keep_clusters_on_a_named_model_through_a_distiller(pruned, lenet, mnist5k):
+    from helpers.distillation import Distiller
+
+    student = clustering.cluster_model(pruned, {"fc1": 4})
+    teacher_weights = lenet.get_weights()
+    distiller = models.compile_model(Distiller(lenet, student), 5e-4)
+    models.train(distiller, mnist5k, epochs=1, progress=False,
+                 callbacks=[clustering.KeepClusters(student)])
+    assert clustering.unique_values(student)["fc1"] <= 4
+    for before, after in zip(teacher_weights, lenet.get_weights()):
+        np.testing.assert_array_equal(before, after)  # the teacher is not touched
+
+
 # ---------------------------------------------------------------------------- bad input
-def test_bad_arguments(lenet):
+def test_bad_arguments(lenet, mnist5k):
     weights = RNG.normal(size=(10, 10))
     with pytest.raises(ValueError, match=r"clusters must be an integer in \[2, 256\], got 1"):
         clustering.kmeans(weights, 1)
@@ -196,3 +213,9 @@ def test_bad_arguments(lenet):
         clustering.cluster_with_tfmot(lenet, 16, epochs=1)
     with pytest.raises(ValueError, match="max_iterations"):
         clustering.kmeans(weights, 4, max_iterations=0)
+    with pytest.raises(ValueError, match="model must be a Keras model"):
+        clustering.KeepClusters("fc1")
+    with pytest.raises(ValueError, match="data must be a Dataset"):
+        clustering.pcqat(lenet, None)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        clustering.pcqat(lenet, mnist5k, epochs=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import cache, data
+from helpers import data
 
 
 def test_mnist5k_split_shapes_and_range(mnist5k):
@@ -56,16 +56,3 @@ def test_reference_tables_are_sourced(table):
     if "source" in frame:
         assert frame["source"].str.len().min() > 10
 
-
-def test_cache_write_is_atomic(tmp_path):
-    target = tmp_path / "x.bin"
-
-    def broken(tmp):
-        tmp.write_bytes(b"half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        cache.atomic_write(target, broken)
-    assert not target.exists() and list(tmp_path.iterdir()) == []
-    cache.atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
-    assert target.read_bytes() == b"whole"

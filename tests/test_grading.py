@@ -1,11 +1,11 @@
-"""Tests for helpers.grading: lab generation, the sync/leak check and the autograder.
+"""Tests for helpers.course: lab generation, the sync/leak check, the autograder and its CLI.
 
 The fixture lab ``tests/fixtures/grading/solutions/lab0_demo.ipynb`` is pure Python (a
 ``square`` function, a visible test worth 1 point, a test with hidden tests worth 2 and a
 written answer worth 2) and names the kernel "python", which is not installed, so every
 run here also checks that the grader falls back to the current interpreter. Submissions
 are built from it in temporary directories; each is graded once (module-scoped fixture)
-because every grading starts a kernel.
+because every grading starts a kernel; most are graded in parallel through ``grade_many``.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,11 +21,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import grading
+from helpers.course import cli, grading, kernel, report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "grading" / "solutions"
 REPO = Path(__file__).resolve().parent.parent
 LOOP_TIMEOUT = 5  # seconds for the infinite-loop submission
+MEMORY_MB = 1000  # memory limit for the memory-hog submission, which asks for 3 GB
+ALONE = {"infinite_loop": {"timeout": LOOP_TIMEOUT}, "memory_hog": {"memory_mb": MEMORY_MB}}
 
 
 def _cell(notebook: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
@@ -43,8 +46,8 @@ def _with_source(notebook: nbformat.NotebookNode, grade_id: str, source: str):
 
 
 def _run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "helpers.grading", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=180,
+    return subprocess.run([sys.executable, "-m", "helpers.course", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -112,7 +115,7 @@ def test_generate_rejects_invalid_sources(tmp_path):
 
 def test_check_passes_on_fresh_generation(lab_dir, capsys):
     assert grading.check_labs(FIXTURES, lab_dir) == []
-    assert grading.main(["check", "--solutions", str(FIXTURES), "--labs", str(lab_dir)]) == 0
+    assert cli.main(["check", "--solutions", str(FIXTURES), "--labs", str(lab_dir)]) == 0
     assert capsys.readouterr().out.strip() == "labs in sync"
 
 
@@ -145,7 +148,7 @@ def test_check_reports_missing_extra_and_edited_labs(lab_copy):
     problems = grading.check_labs(FIXTURES, lab_copy)
     assert problems == [
         f"{lab}: out of sync with {FIXTURES / 'lab0_demo.ipynb'} (cell 2: source differs); "
-        "run `python -m helpers.grading generate`",
+        "run `python -m helpers.course generate`",
         f"{extra}: extra lab with no source in {FIXTURES}; delete it or add "
         f"{FIXTURES / 'lab7_old.ipynb'}"]
     lab.unlink()
@@ -185,10 +188,22 @@ def _submissions(root: Path, lab: Path) -> dict[str, Path]:
     tests = [_cell(reordered, "test_square_visible"), _cell(reordered, "test_square_hidden")]
     reordered.cells = tests + [cell for cell in reordered.cells if cell not in tests]
     notebooks["reordered"] = reordered
-    looping = fresh()
-    index = looping.cells.index(_cell(looping, "test_square_visible"))
-    looping.cells.insert(index + 1, nbformat.v4.new_code_cell("while True:\n    pass"))
-    notebooks["infinite_loop"] = looping
+    def inserted(name: str, source: str) -> nbformat.NotebookNode:
+        """A solution with one student cell after the visible test."""
+        notebook = fresh()
+        index = notebook.cells.index(_cell(notebook, "test_square_visible"))
+        notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(source))
+        notebooks[name] = notebook
+        return notebook
+
+    pid_file = root / "infinite_loop" / "kernel.pid"  # the looping kernel writes its pid
+    inserted("infinite_loop", f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))"
+                              "\nwhile True:\n    pass")
+    square = _cell(fresh(), "square_impl").source
+    notebooks["memory_hog"] = _with_source(fresh(), "square_impl",
+                                           square + "\nhog = bytearray(3 * 2**30)")
+    inserted("kernel_exits", "import os\nos._exit(3)")
+    inserted("chatty", "for _ in range(50):\n    print('x' * 100_000)")
     paths = {}
     for name, notebook in notebooks.items():
         paths[name] = root / name / "lab0_demo.ipynb"
@@ -209,16 +224,19 @@ def _submissions(root: Path, lab: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, lab_dir):
-    """name -> (GradeResult, submission path, bytes before grading, seconds taken)."""
+    """name -> (GradeResult, submission path, bytes before grading)."""
     paths = _submissions(tmp_path_factory.mktemp("submissions"), lab_dir / "lab0_demo.ipynb")
     before = {name: path.read_bytes() if path.exists() else None for name, path in paths.items()}
-    results = {}
-    for name, path in paths.items():
-        timeout = LOOP_TIMEOUT if name == "infinite_loop" else 120
-        start = time.monotonic()
-        result = grading.grade(path, FIXTURES, timeout=timeout)
-        results[name] = (result, path, before[name], time.monotonic() - start)
-    return results
+    together = [name for name in paths if name not in ALONE]
+    finished = []
+    results = dict(zip(together, grading.grade_many([paths[name] for name in together],
+                                                    FIXTURES, jobs=2, timeout=120,
+                                                    on_result=finished.append)))
+    assert sorted(map(str, (r.submission for r in finished))) == sorted(
+        str(paths[name]) for name in together), "on_result saw every result once"
+    for name, limits in ALONE.items():
+        results[name] = grading.grade(paths[name], FIXTURES, **{"timeout": 120, **limits})
+    return {name: (results[name], paths[name], before[name]) for name in paths}
 
 
 def _rows(result: grading.GradeResult) -> dict[str, grading.GradedCell]:
@@ -261,15 +279,45 @@ def test_broken_code_scores_zero_with_reason(graded, name, reason):
 
 
 def test_infinite_loop_times_out_and_keeps_earlier_points(graded):
-    result, _, _, seconds = graded["infinite_loop"]
+    result, path, _ = graded["infinite_loop"]
     rows = _rows(result)
     assert rows["test_square_visible"].status == "passed"
     assert rows["test_square_hidden"].status == "error"
     assert rows["test_square_hidden"].reason == "timed out before it ran"
     assert (result.score, result.max_score) == (1, 3)
-    assert any(f"timed out (notebook time limit {LOOP_TIMEOUT} s)" in note
+    assert any(f"timed out (notebook time limit {LOOP_TIMEOUT} s); kernel killed" in note
                for note in result.notes)
-    assert seconds < LOOP_TIMEOUT + 30  # kernel start-up and kill included
+    pid = int((path.parent / "kernel.pid").read_text())
+    with pytest.raises(ProcessLookupError):  # the looping kernel is gone when grade returns
+        os.kill(pid, 0)
+
+
+def test_memory_limit_fails_the_hog_and_the_rest_runs(graded):
+    result = graded["memory_hog"][0]
+    rows = _rows(result)
+    assert rows["test_square_visible"].status == "passed"
+    assert rows["test_square_hidden"].status == "passed", "the kernel survived its MemoryError"
+    assert any(f"raised MemoryError (memory limit {MEMORY_MB} MB)" in note
+               for note in result.notes), result.notes
+
+
+def test_a_kernel_that_exits_scores_zero_on_the_cells_it_did_not_run(graded):
+    result = graded["kernel_exits"][0]
+    rows = _rows(result)
+    assert rows["test_square_visible"].status == "passed"
+    assert (rows["test_square_hidden"].status, rows["test_square_hidden"].reason) == (
+        "error", "kernel died before it ran")
+    assert any("kernel died (crashed, exited or went over the memory limit" in note
+               for note in result.notes), result.notes
+
+
+def test_stored_output_is_capped(graded):
+    result = graded["chatty"][0]
+    assert (result.score, result.max_score) == (3, 3)
+    assert any(note.startswith(f"outputs over {kernel.OUTPUT_LIMIT_BYTES:,} bytes were not stored")
+               for note in result.notes), result.notes
+    total = next(row for row in report.csv_rows(result) if row["grade_id"] == "TOTAL")
+    assert "outputs over" in total["reason"]
 
 
 def test_deleted_test_cell_is_reinserted_and_run(graded):
@@ -316,7 +364,7 @@ def test_unknown_lab_name_is_reported(graded):
 
 
 def test_submissions_are_never_modified(graded):
-    for name, (_, path, before, _) in graded.items():
+    for name, (_, path, before) in graded.items():
         assert (path.read_bytes() if path.exists() else None) == before, name
 
 
@@ -328,34 +376,180 @@ def test_grade_validates_arguments(tmp_path, capsys):
         grading.grade(submission, FIXTURES, cell_timeout=0)
     with pytest.raises(ValueError, match="solutions_dir must be an existing directory"):
         grading.grade(submission, tmp_path / "nowhere")
-    assert grading.main(["grade", str(submission), "--solutions", str(FIXTURES),
-                         "--timeout", "-1"]) == 2
+    with pytest.raises(ValueError, match="memory_mb must be > 0 MB, got 0"):
+        grading.grade(submission, FIXTURES, memory_mb=0)
+    with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
+        grading.grade_many([submission], FIXTURES, jobs=0)
+    assert cli.main(["grade", str(submission), "--solutions", str(FIXTURES),
+                     "--timeout", "-1"]) == 2
     assert "timeout must be > 0 seconds, got -1" in capsys.readouterr().err
-    assert grading.main(["grade", str(submission), "--solutions", str(tmp_path)]) == 0
+    assert cli.main(["grade", str(submission), "--solutions", str(tmp_path)]) == 2
+    assert "no lab named 'lab0_demo'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        grading.main(["grade"])
+        cli.main(["grade"])
     assert exit_info.value.code == 2
 
 
-def test_cli_grades_every_submission_into_the_csv(tmp_path, graded):
-    names = ["binary", "unknown_lab", "missing", "solution"]
-    table = tmp_path / "grades.csv"
-    completed = _run_cli("grade", *(str(graded[name][1]) for name in names),
-                         "--solutions", str(FIXTURES), "--csv", str(table), "--timeout", "120")
+def test_cli_grades_in_parallel_into_a_sorted_csv_and_a_report(tmp_path, graded):
+    names = ["solution", "binary", "missing", "exception"]
+    table, pages = tmp_path / "grades.csv", tmp_path / "report"
+    completed = _run_cli("grade", *(str(graded[name][1]) for name in names), "--jobs", "2",
+                         "--solutions", str(FIXTURES), "--csv", str(table), "--timeout", "120",
+                         "--report", str(pages))
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stdout + completed.stderr
-    lines = completed.stdout.strip().splitlines()
-    assert lines[-1] == "score: 3/3"
-    assert [line for line in lines if line.startswith("score:")] == [
-        "score: 0/3", "score: 0/0", "score: 0/3", "score: 3/3"]
+    scores = [line for line in completed.stdout.splitlines() if line.startswith("score:")]
+    assert sorted(scores) == ["score: 0/3", "score: 0/3", "score: 0/3", "score: 3/3"]
     with table.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == grading.CSV_COLUMNS
     totals = [row for row in rows if row["grade_id"] == "TOTAL"]
-    assert [row["submission"] for row in totals] == [str(graded[name][1]) for name in names]
-    assert [(row["points"], row["max_points"], row["status"]) for row in totals] == [
-        ("0", "3", "error"), ("0", "0", "error"), ("0", "3", "error"), ("3", "3", "total")]
-    assert len(rows) == 4 + 1 + 4 + 4
+    assert [row["submission"] for row in totals] == sorted(str(graded[n][1]) for n in names)
+    by_name = {name: next(row for row in totals if row["submission"] == str(graded[name][1]))
+               for name in names}
+    assert [(by_name[n]["points"], by_name[n]["status"]) for n in names] == [
+        ("3", "total"), ("0", "error"), ("0", "error"), ("0", "total")]
+    assert len(rows) == 4 * (3 + 1)
     manual = [row for row in rows if row["status"] == "manual"]
-    assert [(row["grade_id"], row["points"], row["max_points"]) for row in manual] == [
-        ("why_constant", "", "2")]
+    assert {(row["grade_id"], row["points"], row["max_points"]) for row in manual} == {
+        ("why_constant", "", "2")}
+    page = (pages / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    for png in ("lab0_demo_scores.png", "lab0_demo_pass_rate.png"):
+        assert f'src="{png}"' in page and (pages / png).read_bytes()[:4] == b"\x89PNG"
+    assert "Submissions that errored" in page and "cannot read submission: file not found" in page
+    assert ("<td>test_square_hidden</td><td>2</td><td>1</td><td>1</td><td>2</td><td>25 %</td>"
+            in page)  # points, passed, failed, not run, pass rate
+
+
+def test_report_lists_pass_rates_and_errors_from_csv_rows(tmp_path, graded):
+    rows = [row for name in ("solution", "lab", "binary")
+            for row in report.csv_rows(graded[name][0])]
+    page = report.write_report(tmp_path, rows).read_text()
+    assert "3 submission(s), 1 lab(s)" in page
+    assert ("<td>test_square_visible</td><td>1</td><td>1</td><td>1</td><td>1</td><td>33 %</td>"
+            in page)
+    errored = page[page.index("Submissions that errored"):]
+    assert str(graded["binary"][1]) in errored and str(graded["lab"][1]) not in errored
+    assert "not a notebook (not UTF-8 text)" in errored
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.out + captured.err
+    return lines[0]
+
+
+@pytest.fixture()
+def old_csv(tmp_path) -> Path:
+    """An existing score table that a failed command must leave byte for byte."""
+    path = tmp_path / "grades.csv"
+    path.write_text(",".join(report.CSV_COLUMNS) + "\r\nold.ipynb,lab0_demo,TOTAL,1,3,total,\r\n")
+    return path
+
+
+def test_bad_input_is_a_one_line_error_and_leaves_the_csv(tmp_path, graded, old_csv, capsys):
+    solution = graded["solution"][1]
+    before = old_csv.read_bytes()
+    twin = tmp_path / "x" / f"{solution.parent.name}_lab0_demo.ipynb"
+    twin.parent.mkdir()
+    twin.write_bytes(solution.read_bytes())
+    cases = {
+        "is a folder; pass its notebooks": [str(solution.parent)],
+        "solutions directory not found": [str(solution), "--solutions", str(tmp_path / "no")],
+        "two submissions for student 'solution', lab0_demo": [str(solution), str(twin)],
+        "no lab named 'lab9_unknown'": [str(graded["unknown_lab"][1])],
+        "--jobs must be a positive integer, got 0": [str(solution), "--jobs", "0"],
+        "memory_mb must be > 0 MB, got -5": [str(solution), "--memory-mb", "-5"],
+    }
+    for message, args in cases.items():
+        argv = ["grade", *args, "--csv", str(old_csv)]
+        if "--solutions" not in args:
+            argv += ["--solutions", str(FIXTURES)]
+        assert cli.main(argv) == 2, message
+        assert message in _one_line_error(capsys)
+        assert old_csv.read_bytes() == before, message
+    not_grades = tmp_path / "notes.csv"
+    not_grades.write_text("name,grade\nalice,A\n")
+    assert cli.main(["grade", str(solution), "--solutions", str(FIXTURES),
+                     "--csv", str(not_grades)]) == 2
+    assert "is not a grades CSV" in _one_line_error(capsys)
+    assert not_grades.read_text() == "name,grade\nalice,A\n"
+
+
+def test_check_submissions_names_the_student():
+    assert cli.check_submissions([FIXTURES / "lab0_demo.ipynb"], FIXTURES) == []
+    problems = cli.check_submissions(
+        [Path("a/alice_lab0_demo.ipynb"), Path("alice/lab0_demo.ipynb"),
+         Path("bob/lab0_demo.ipynb")], FIXTURES)
+    assert problems == ["two submissions for student 'alice', lab0_demo: "
+                        "a/alice_lab0_demo.ipynb and alice/lab0_demo.ipynb; keep one"]
+
+
+def test_rerun_resumes_without_regrading(tmp_path, graded, capsys):
+    solution, binary, empty = (graded[name][1] for name in ("solution", "binary", "empty"))
+    table = tmp_path / "grades.csv"
+    kept = {str(solution): [dict(zip(report.CSV_COLUMNS, [str(solution), "lab0_demo", "TOTAL",
+                                                           "3", "3", "total", "from before"]))],
+            str(binary): [dict(zip(report.CSV_COLUMNS, [str(binary), "lab0_demo",
+                                                         "test_square_visible", "0", "1",
+                                                         "error", "no TOTAL: unfinished"]))]}
+    report.write_csv(table, kept)
+    assert cli.main(["grade", str(solution), str(binary), str(empty), "--solutions",
+                     str(FIXTURES), "--csv", str(table), "--jobs", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 1 submission(s) already in" in captured.err
+    assert f"submission: {solution}" not in captured.out  # not graded again
+    rows = list(csv.DictReader(table.open(newline="")))
+    assert [row["reason"] for row in rows if row["submission"] == str(solution)] == ["from before"]
+    assert "no TOTAL: unfinished" not in {row["reason"] for row in rows}  # regraded
+    assert [row["submission"] for row in rows if row["grade_id"] == "TOTAL"] == sorted(
+        map(str, (solution, binary, empty)))
+
+
+def test_interrupted_run_leaves_a_complete_csv_and_stops_its_kernels(tmp_path, graded):
+    binary = graded["binary"][1]
+    slow = tmp_path / "slow" / "lab0_demo.ipynb"
+    slow.parent.mkdir()
+    notebook = nbformat.read(FIXTURES / "lab0_demo.ipynb", as_version=4)
+    pid_file = tmp_path / "slow.pid"
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)"))
+    nbformat.write(notebook, slow)
+    table = tmp_path / "grades.csv"
+    command = [sys.executable, "-m", "helpers.course", "grade", str(binary), str(slow),
+               "--solutions", str(FIXTURES), "--csv", str(table), "--jobs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # the slow kernel has started: binary is graded and written
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the slow submission never started")
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130 and "interrupted after 1 submission(s)" in err, err
+    rows = list(csv.DictReader(table.open(newline="")))
+    assert {row["submission"] for row in rows} == {str(binary)}
+    assert rows[-1]["grade_id"] == "TOTAL"
+    pid = int(pid_file.read_text())
+    for _ in range(60):  # the kernel notices its worker is gone (ipykernel's parent poller)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"kernel {pid} still runs after the interrupt")
+    again = subprocess.run([*command[:-2], "--timeout", "2"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming: 1 submission(s)" in again.stderr, again.stderr
+    totals = [row for row in csv.DictReader(table.open(newline="")) if row["grade_id"] == "TOTAL"]
+    assert [row["submission"] for row in totals] == sorted([str(binary), str(slow)])

@@ -75,7 +75,7 @@ def test_metrics_agree_with_sklearn(trained, digits):
 def test_latency_is_positive_and_validated(tiny):
     assert 0 < measure.latency_tflite_ms(measure.to_tflite(tiny), runs=20) < 50
     assert 0 < measure.latency_keras_ms(tiny, runs=20) < 500
-    with pytest.raises(ValueError, match="runs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="runs must be an integer >= 1, got 0"):
         measure.latency_keras_ms(tiny, runs=0)
 
 
@@ -121,3 +121,18 @@ def test_evaluate_and_compare(trained, digits):
     assert table.loc["half", "accuracy drop"] == pytest.approx(1.0, abs=0.01)
     with pytest.raises(ValueError, match="at least one"):
         measure.compare([])
+
+
+def test_per_class_metrics_agree_with_sklearn_and_average_to_the_macro_metrics(trained, digits):
+    from sklearn.metrics import recall_score
+
+    table = measure.per_class_metrics(trained, digits.x_test, digits.y_test)
+    predicted = np.argmax(measure.predict(trained, digits.x_test), axis=-1)
+    assert list(table.index) == sorted(set(digits.y_test) | set(predicted))
+    assert table["support"].sum() == len(digits.y_test)
+    np.testing.assert_allclose(table["recall"],
+                               recall_score(digits.y_test, predicted, average=None,
+                                            labels=table.index, zero_division=0))
+    macro = measure.classification_metrics(trained, digits.x_test, digits.y_test)
+    assert table["precision"].mean() == pytest.approx(macro["precision"])
+    assert table["recall"].mean() == pytest.approx(macro["recall"])

@@ -66,5 +66,24 @@ def test_corrupt_cache_file_is_retrained(tmp_path, monkeypatch, digits):
 
 
 def test_train_rejects_zero_epochs(digits):
-    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         models.train(models.compile_model(models.build("mlp", (8, 8, 1))), digits, epochs=0)
+
+
+def test_recipes_converge_with_a_decaying_rate(digits):
+    assert models.steps_per_epoch(digits, 64) == 23  # 1,437 training digits, batches of 64
+    for name, recipe in models.RECIPES.items():
+        assert recipe["schedule"] == "cosine", name  # no recipe ends at a constant rate
+        model = models.compile_for_recipe(models.build(name, digits.input_shape), recipe, digits)
+        schedule = model.optimizer.get_config()["learning_rate"]
+        assert schedule["class_name"] == "CosineDecay", name
+        assert schedule["config"]["decay_steps"] == recipe["epochs"] * 23, name
+        assert schedule["config"]["initial_learning_rate"] == recipe["learning_rate"], name
+    constant = models.compile_for_recipe(models.build("mlp", digits.input_shape),
+                                         {"epochs": 30, "batch_size": 64,
+                                          "learning_rate": 1e-3}, digits)
+    assert constant.optimizer.get_config()["learning_rate"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        models.compile_for_recipe(models.build("mlp", digits.input_shape),
+                                  {"epochs": 1, "batch_size": 64, "learning_rate": 1e-3,
+                                   "schedule": "step"}, digits)

@@ -164,11 +164,21 @@ def test_prune_and_fine_tune_reaches_the_target(digits, mlp, tmp_path, monkeypat
 
 
 def test_lesson_recipe_keeps_accuracy_at_90_percent(lenet, mnist5k):
-    """The lesson's headline (cached if the lesson ran): 90% sparse within 1 point."""
+    """The lesson's recipe (cached if the lesson ran): fine-tuning recovers 90% sparsity.
+
+    Against the converged baseline (60 epochs, cosine) seed 0 measured 98.7 % dense, 32.1 %
+    one-shot at 90 % and 97.0 % after the 4-epoch fine-tune: a 1.7-point drop (the old
+    constant-rate baseline made this look like "within 1 point"). Seeds 1 and 2 were not
+    measured for this row, so the bound is 3 points (1.7 + ~3 test-set standard errors of
+    0.4), and the fine-tune must recover at least 30 points over one-shot pruning.
+    """
     tuned = pruning.prune_and_fine_tune(lenet, mnist5k, 0.9, progress=False)
     assert measure.sparsity(tuned) == pytest.approx(0.9, abs=0.001)
     baseline = measure.accuracy(lenet, mnist5k.x_test, mnist5k.y_test)
-    assert measure.accuracy(tuned, mnist5k.x_test, mnist5k.y_test) >= baseline - 0.01
+    accuracy = measure.accuracy(tuned, mnist5k.x_test, mnist5k.y_test)
+    one_shot = measure.accuracy(pruning.prune_low_magnitude(lenet, 0.9), mnist5k.x_test,
+                                mnist5k.y_test)
+    assert accuracy >= baseline - 0.03 and accuracy >= one_shot + 0.3
     dense, sparse = measure.to_tflite(lenet), measure.to_tflite(tuned)
     assert abs(len(dense) - len(sparse)) < 0.01 * len(dense)  # zeros are stored densely
     assert measure.gzip_bytes(dense) / measure.gzip_bytes(sparse) > 3
@@ -252,7 +262,7 @@ def test_sparsity_sweep_measures_and_caches(digits, mlp, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- graded lab
 def test_lab1_solution_scores_full_marks_and_the_untouched_lab_zero():
-    from helpers import grading
+    from helpers.course import grading
 
     solutions, labs = ROOT / "solutions", ROOT / "labs"
     assert not [p for p in grading.check_labs(solutions, labs) if "lab1_pruning" in p]

@@ -19,7 +19,8 @@ import pytest
 import helpers  # noqa: F401
 import tf_keras as keras
 
-from helpers import measure, models, tinyml
+from helpers import measure, models, quantization, tinyml
+from helpers.course import tinyml as tinyml_cli
 
 REPO = Path(__file__).resolve().parent.parent
 COMPILER = shutil.which("g++") or shutil.which("c++")
@@ -65,7 +66,7 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def int8_model(cnn, mnist5k):
-    return tinyml.to_int8_tflite(cnn, mnist5k.x_train, samples=50)
+    return quantization.quantize_int8(cnn, mnist5k.x_train, 50)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +99,11 @@ def test_int8_conversion_gives_int8_io_and_weights(int8_model, float_model):
 
 def test_int8_conversion_validates_its_arguments(cnn, mnist5k):
     with pytest.raises(ValueError, match=r"must have shape \(N,\) \+ \(28, 28, 1\)"):
-        tinyml.to_int8_tflite(cnn, mnist5k.x_train[:, :10])
-    with pytest.raises(ValueError, match=r"num_samples must be in \[1, 5\], got 6"):
-        tinyml.to_int8_tflite(cnn, mnist5k.x_train[:5], samples=6)
+        quantization.quantize_int8(cnn, mnist5k.x_train[:, :10])
+    with pytest.raises(ValueError, match=r"num_samples must be an integer in \[1, 5\], got 6"):
+        quantization.quantize_int8(cnn, mnist5k.x_train[:5], 6)
     with pytest.raises(ValueError, match="empty"):
-        tinyml.to_int8_tflite(cnn, mnist5k.x_train[:0])
+        quantization.quantize_int8(cnn, mnist5k.x_train[:0])
 
 
 # ---------------------------------------------------------------- C source
@@ -213,7 +214,7 @@ def test_arena_of_a_single_dense_layer_is_found_without_crashing(tmp_path):
     # just below this model's minimum, TFLM's Python runtime segfaults on some arena sizes
     # instead of raising; the bisection runs in a child process and survives that
     dense = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(2)])
-    flatbuffer = tinyml.to_int8_tflite(dense, np.random.default_rng(0).random((8, 4)))
+    flatbuffer = quantization.quantize_int8(dense, np.random.default_rng(0).random((8, 4)), 8)
     arena = tinyml.arena_size(flatbuffer)
     assert tinyml.ARENA_FLOOR < arena < 4096
     path = tmp_path / "dense.tflite"
@@ -262,10 +263,9 @@ def test_fit_table_margins_and_reasons():
 
 
 def test_fit_table_validates():
-    with pytest.raises(ValueError, match="flash_bytes must be a whole number of bytes >= 0, "
-                                         "got -1"):
+    with pytest.raises(ValueError, match="flash_bytes must be an integer >= 0, got -1"):
         tinyml.fit_table(-1, 10)
-    with pytest.raises(ValueError, match="sram_allowance_kb must be a number of KB >= 0, got -2"):
+    with pytest.raises(ValueError, match="sram_allowance_kb must be >= 0, got -2"):
         tinyml.fit_table(1, 10, sram_allowance_kb=-2)
     with pytest.raises(ValueError, match="missing"):
         tinyml.fit_table(1, 10, pd.DataFrame({"board": ["x"]}))
@@ -273,8 +273,8 @@ def test_fit_table_validates():
 
 # ---------------------------------------------------------------- command line
 def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "helpers.tinyml", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "helpers.course.tinyml", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_writes_c_files_and_prints_the_fit(tmp_path, int8_model):
@@ -295,17 +295,17 @@ def test_cli_writes_c_files_and_prints_the_fit(tmp_path, int8_model):
 def test_cli_exit_codes_and_messages(tmp_path, int8_model, gelu_model, capsys):
     model = tmp_path / "tiny.tflite"
     model.write_bytes(int8_model)
-    assert tinyml.main([str(model), "--out", str(tmp_path / "c"), "--board", "uno"]) == 1
+    assert tinyml_cli.main([str(model), "--out", str(tmp_path / "c"), "--board", "uno"]) == 1
     assert "TFLM needs a 32-bit CPU" in capsys.readouterr().out
-    assert tinyml.main([str(model), "--out", str(tmp_path / "c"), "--board", "nano"]) == 2
+    assert tinyml_cli.main([str(model), "--out", str(tmp_path / "c"), "--board", "nano"]) == 2
     assert "board must name one of" in capsys.readouterr().err
     bad = tmp_path / "bad.tflite"
     bad.write_text("hello")
-    assert tinyml.main([str(bad)]) == 2
+    assert tinyml_cli.main([str(bad)]) == 2
     assert "not a TFLite flatbuffer" in capsys.readouterr().err
     gelu = tmp_path / "gelu.tflite"
     gelu.write_bytes(gelu_model)
-    assert tinyml.main([str(gelu), "--out", str(tmp_path / "g")]) == 1
+    assert tinyml_cli.main([str(gelu), "--out", str(tmp_path / "g")]) == 1
     assert "no kernel for GELU" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
     run = _cli(bad)  # the real command line: a clear message, no traceback
@@ -315,7 +315,7 @@ def test_cli_exit_codes_and_messages(tmp_path, int8_model, gelu_model, capsys):
 
 # ---------------------------------------------------------------- lab 4
 def test_lab4_solution_scores_full_marks_and_the_lab_scores_zero():
-    from helpers import grading
+    from helpers.course import grading
 
     solutions, lab = REPO / "solutions", REPO / "labs" / "lab4_tinyml.ipynb"
     problems = grading.check_labs(solutions, REPO / "labs")

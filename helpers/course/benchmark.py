@@ -36,9 +36,13 @@ import numpy as np
 import pandas as pd
 
 from helpers import clustering, codec, data as data_module, distillation, lowrank, measure
-from helpers import models, plots, pruning, quantization
+from helpers import _validate, models, plots, pruning, quantization
 from helpers._tf import keras
 from helpers.cache import seeded
+
+__all__ = ["FORMATS", "REFERENCE", "CONTROL", "Budget", "FULL", "QUICK", "Row", "run_seed",
+           "run", "table", "summarize", "baselines", "timings", "TIMINGS", "markdown",
+           "per_seed_drops", "write", "main"]
 
 FORMATS = ("md", "csv", "json")
 REFERENCE = "float32 TFLite"  # sizes, drops and speed-ups are relative to this row
@@ -53,24 +57,15 @@ class Budget:
     qat_epochs: int
     student_epochs: int
     lowrank_epochs: int
-    pipeline_epochs: int  # fine-tuning of the combined (Deep Compression) pipeline
+    pipeline_epochs: int  # Deep Compression retraining (codec.deep_compression)
     latency_runs: int
     calibration_samples: int
 
 
 FULL = Budget(finetune_epochs=6, qat_epochs=3, student_epochs=20, lowrank_epochs=4,
-              pipeline_epochs=16, latency_runs=200, calibration_samples=300)
+              pipeline_epochs=codec.EPOCHS, latency_runs=200, calibration_samples=300)
 QUICK = Budget(finetune_epochs=1, qat_epochs=1, student_epochs=4, lowrank_epochs=1,
                pipeline_epochs=2, latency_runs=30, calibration_samples=100)
-
-# The combined pipeline: prune the big dense layers hardest and spare the 150-weight conv1
-# (uniform pruning hurts small layers), share weights with small k-means codebooks (3 bits for
-# fc1, 4 bits elsewhere), and store biases and codebooks as float16. Found by a small sweep
-# on mnist5k (recorded in the README): this point gave ~42x at about -0.7 accuracy points.
-PIPELINE_SPARSITY = {"conv1": 0.0, "conv2": 0.5, "fc1": 0.95, "fc2": 0.85, "logits": 0.5}
-PIPELINE_CLUSTERS = {"conv1": 16, "conv2": 16, "fc1": 8, "fc2": 16, "logits": 16}
-PIPELINE_CODEC = {"raw_dtype": "float16", "codebook_dtype": "float16"}
-
 
 @dataclass
 class Row:
@@ -147,10 +142,10 @@ def _steps(base: keras.Model, data, budget: Budget,
                 _row("clustered 16 + int8", clustered, int8(clustered), data, runs)]
 
     def pipeline_rows():
-        compressed_model = combined_pipeline(base, data, budget)
-        qat = pcqat(compressed_model, data, epochs=budget.qat_epochs)
-        deep = codec.deep_compress(compressed_model, **PIPELINE_CODEC)
-        decoded = codec.decompress(deep, compressed_model)
+        deep = codec.deep_compression(base, data, epochs=budget.pipeline_epochs, seed=seed)
+        compressed_model = deep.model
+        qat = clustering.pcqat(compressed_model, data, epochs=budget.qat_epochs, seed=seed)
+        decoded = codec.decompress(deep.blob, compressed_model)
         decoded_tflite = measure.to_tflite(decoded)
         return [_row("pruned + clustered + QAT int8", compressed_model,
                      quantization.quantize_dynamic_range(qat), data, runs),
@@ -173,40 +168,6 @@ def _steps(base: keras.Model, data, budget: Budget,
             ("pruning", pruned_rows),
             ("clustering", clustered_rows), ("combined pipeline", pipeline_rows),
             ("distillation", student_rows), ("low-rank", lowrank_rows)]
-
-
-def combined_pipeline(base: keras.Model, data, budget: Budget = FULL) -> keras.Model:
-    """Prune (per-layer targets), fine-tune, share weights (k-means), fine-tune the centroids.
-
-    Returns a plain Keras model whose kernels are sparse and hold at most
-    ``PIPELINE_CLUSTERS[layer]`` distinct values each: ready for :func:`codec.deep_compress`.
-    """
-    pruned = pruning.prune_and_fine_tune(base, data, PIPELINE_SPARSITY,
-                                         epochs=budget.pipeline_epochs, augment=True,
-                                         progress=False)
-    clustered = clustering.cluster_model(pruned, PIPELINE_CLUSTERS)
-    models.train(clustered, data, epochs=max(1, budget.pipeline_epochs // 2), augment=True,
-                 callbacks=[clustering.KeepClusters()], progress=False)
-    return clustered
-
-
-def pcqat(model: keras.Model, data, epochs: int = 2, learning_rate: float = 1e-4,
-          seed: int = 0) -> keras.Model:
-    """Prune- and cluster-preserving QAT (TFMOT's "PCQAT" collaborative optimization).
-
-    Plain QAT would train the zeros and the shared values away; this scheme keeps the
-    sparsity mask and the clusters while the weights learn the int8 rounding.
-    """
-    import tensorflow_model_optimization as tfmot
-
-    scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
-        preserve_sparsity=True)
-    annotated = tfmot.quantization.keras.quantize_annotate_model(model)
-    quantized = models.compile_model(tfmot.quantization.keras.quantize_apply(annotated, scheme),
-                                     learning_rate)
-    models.train(quantized, data, epochs=epochs, seed=seed, progress=False)
-    return quantized
-
 
 
 def run_seed(data, budget: Budget, seed: int = 0, progress: bool = True) -> pd.DataFrame:
@@ -403,8 +364,7 @@ def write(summary: pd.DataFrame, out: Path, fmt: str = "md",
     row has ``technique``, ``size ratio``, ``accuracy drop`` (mean paired drop, points),
     ``drop std`` with several seeds, and ``accuracy % per seed``.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    _validate.one_of(fmt, "format", FORMATS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"benchmark.{fmt}"

@@ -1,271 +1,34 @@
-"""The Deep Compression codec: pruning + weight sharing + Huffman coding, as real bytes.
+"""The Deep Compression blob: every tensor of a model in one ``bytes`` object, exactly decodable.
 
-Han, Mao and Dally (2016), "Deep Compression", ICLR, store a pruned and clustered layer as
-
-1. **sparse positions** as *relative indices*: for each non-zero weight, the number of zeros
-   skipped since the previous one. The paper uses a fixed width (8 bits for conv, 5 for fc)
-   and inserts a padding zero when a gap does not fit. We use an equivalent exact scheme:
-   with ``b`` index bits the largest symbol ``2**b - 1`` is an *escape* meaning "skip that
-   many zeros, no weight here", so a long run of zeros costs a few escapes;
-2. **values** as indices into a per-layer k-means codebook (``k = 2**bits`` at most; see
-   ``helpers.clustering``);
-3. both symbol streams **Huffman coded** (from scratch, canonical codes, so a code table is
-   just one 4-bit length per symbol).
-
-Everything needed to decode -- header, tensor names and shapes, codebooks, Huffman tables,
-bit streams and the raw biases -- goes into one ``bytes`` blob, and the size we report is its
-exact length. Codebooks and biases are float32 by default; ``codebook_dtype="float16"`` and
-``raw_dtype="float16"`` halve them (the decoded values are then the float16-rounded ones).
-``decode(blob)`` gives back the weights bit for bit: an already clustered model is stored
-losslessly; a tensor with more distinct values than its codebook allows is clustered first,
-and then the decoded weights equal those clustered weights exactly.
-
-Public API: :func:`deep_compress` -> :class:`CompressedModel` (:func:`encode` for named
-arrays), :func:`decode`, :func:`decompress`, :func:`huffman_code` -> :class:`HuffmanCode`,
-:func:`entropy`, :func:`relative_indices` / :func:`absolute_positions`. Used by the benchmark
-(``helpers.benchmark``) and the Deep Compression part of the conclusion.
+Each kernel is stored as Huffman-coded relative indices of its non-zeros plus Huffman-coded
+indices into a small codebook; biases are stored raw (float32 or float16). :func:`encode`
+(named arrays) and :func:`deep_compress` (a Keras model) give a :class:`CompressedModel`
+whose ``breakdown`` says where every byte goes; :func:`decode` and :func:`decompress` invert
+them bit for bit.
 """
 from __future__ import annotations
 
-import heapq
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from helpers import _validate
 from helpers._tf import keras
-
+from helpers.models import compile_model
 from helpers.clustering import INITS, kmeans
+from helpers.codec.huffman import (HuffmanCode, _validate_index_bits, absolute_positions,
+                                   huffman_code, relative_indices)
+
+__all__ = ["MAGIC", "RAW_DTYPES", "DEFAULT_BITS", "SECTIONS", "CompressedModel", "named_weights",
+           "encode", "deep_compress", "decode", "decompress"]
 
 MAGIC = b"DCZ1"
-MAX_CODE_LENGTH = 15  # code lengths fit in 4 bits
 RAW_DTYPES = {"float32": 0, "float16": 1}
 _KIND_RAW32, _KIND_RAW16, _KIND_CODED, _KIND_CODED16 = 0, 1, 2, 3
 _FLOAT = {"float32": "<f4", "float16": "<f2"}
 DEFAULT_BITS = {2: 5, 4: 8}  # by kernel ndim: fc 5 bits, conv 8 bits (Han et al. 2016)
-
-
-# ============================================================================ Huffman coding
-def _validate_counts(counts) -> np.ndarray:
-    array = np.asarray(counts)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"counts must be a non-empty 1-D array of symbol frequencies, got "
-                         f"shape {array.shape}")
-    if array.dtype.kind not in "iu" or np.any(array < 0):
-        raise ValueError("counts must be non-negative integers (how often each symbol occurs)")
-    if array.size > 65536:
-        raise ValueError(f"counts must have at most 65536 symbols, got {array.size}")
-    return array.astype(np.int64)
-
-
-def entropy(counts) -> float:
-    """Shannon entropy in bits per symbol of a frequency table (a bound for any code)."""
-    array = _validate_counts(counts)
-    p = array[array > 0] / array.sum() if array.sum() else np.array([1.0])
-    return float(-(p * np.log2(p)).sum())
-
-
-def _huffman_lengths(counts: np.ndarray) -> np.ndarray:
-    """Code length of each symbol from the classic Huffman merge (0 for unused symbols)."""
-    lengths = np.zeros(counts.size, dtype=np.int64)
-    used = np.flatnonzero(counts)
-    if used.size == 1:
-        lengths[used] = 1  # marks the lone symbol; HuffmanCode stores it in 0 bits
-        return lengths
-    heap = [(int(counts[s]), int(s), [int(s)]) for s in used]  # (weight, tie-break, members)
-    heapq.heapify(heap)
-    while len(heap) > 1:
-        w1, t1, m1 = heapq.heappop(heap)
-        w2, t2, m2 = heapq.heappop(heap)
-        lengths[m1 + m2] += 1  # every member of a merged node goes one level deeper
-        heapq.heappush(heap, (w1 + w2, min(t1, t2), m1 + m2))
-    return lengths
-
-
-@dataclass(frozen=True)
-class HuffmanCode:
-    """A canonical prefix code over the symbols ``0 .. alphabet_size - 1``.
-
-    Canonical: codes are assigned in order of (length, symbol), so the per-symbol code
-    lengths alone define the code, and they are all a decoder needs (``to_bytes``).
-    A code with a single used symbol (table length 1) spends zero bits per symbol: the
-    decoder knows how many symbols to produce, so nothing needs to be stored.
-    """
-
-    lengths: np.ndarray  # code length per symbol, 0 = symbol never occurs
-
-    @property
-    def alphabet_size(self) -> int:
-        return int(self.lengths.size)
-
-    @property
-    def is_lone(self) -> bool:
-        """True if only one symbol is used: then every code word is empty (0 bits)."""
-        return int(np.count_nonzero(self.lengths)) == 1
-
-    @property
-    def codes(self) -> np.ndarray:
-        """The canonical code word of each symbol (as an integer of ``lengths`` bits)."""
-        codes = np.zeros(self.lengths.size, dtype=np.int64)
-        code, previous = 0, 0
-        for symbol in sorted(np.flatnonzero(self.lengths), key=lambda s: (self.lengths[s], s)):
-            code <<= int(self.lengths[symbol]) - previous
-            codes[symbol], previous = code, int(self.lengths[symbol])
-            code += 1
-        return codes
-
-    def bits(self, counts) -> int:
-        """Total encoded length in bits of a message with these symbol counts."""
-        counts = _validate_counts(counts)
-        if counts.size != self.alphabet_size:
-            raise ValueError(f"counts must have {self.alphabet_size} entries (the alphabet), "
-                             f"got {counts.size}")
-        if np.any((counts > 0) & (self.lengths == 0)):
-            raise ValueError("counts has symbols that this code cannot encode (length 0)")
-        return 0 if self.is_lone else int((counts * self.lengths).sum())
-
-    def average_length(self, counts) -> float:
-        """Mean code length in bits per symbol for a message with these counts."""
-        counts = _validate_counts(counts)
-        return self.bits(counts) / max(int(counts.sum()), 1)
-
-    def encode(self, symbols) -> bytes:
-        """The concatenated code words of ``symbols``, zero-padded to whole bytes."""
-        symbols = np.asarray(symbols, dtype=np.int64).ravel()
-        if symbols.size == 0:
-            return b""
-        if symbols.min() < 0 or symbols.max() >= self.alphabet_size \
-                or np.any(self.lengths[symbols] == 0):
-            raise ValueError("symbols contains values this code cannot encode")
-        if self.is_lone:
-            return b""
-        lengths = self.lengths[symbols]
-        longest = int(lengths.max())
-        aligned = self.codes[symbols] << (longest - lengths)  # left-align every code word
-        shifts = np.arange(longest - 1, -1, -1)
-        bit_matrix = (aligned[:, None] >> shifts) & 1
-        keep = np.arange(longest) < lengths[:, None]
-        return np.packbits(bit_matrix[keep].astype(np.uint8)).tobytes()
-
-    def decode(self, data: bytes, count: int) -> np.ndarray:
-        """Read ``count`` symbols from the start of ``data`` (table-driven, one per step).
-
-        Returns:
-            The symbols as an int64 array. Raises ValueError if ``data`` runs out.
-        """
-        if count == 0:
-            return np.zeros(0, dtype=np.int64)
-        if self.is_lone:
-            return np.full(count, int(np.flatnonzero(self.lengths)[0]), dtype=np.int64)
-        longest = int(self.lengths.max())
-        bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8)).astype(np.int64)
-        padded = np.concatenate([bits, np.zeros(longest, dtype=np.int64)])
-        window = np.zeros(bits.size, dtype=np.int64)  # the next `longest` bits at each position
-        for j in range(longest):
-            window = (window << 1) | padded[j:j + bits.size]
-        table_symbol = np.full(1 << longest, -1, dtype=np.int64)
-        table_length = np.zeros(1 << longest, dtype=np.int64)
-        for symbol, (code, length) in enumerate(zip(self.codes, self.lengths)):
-            if length:
-                start = int(code) << (longest - int(length))
-                stop = start + (1 << (longest - int(length)))
-                table_symbol[start:stop], table_length[start:stop] = symbol, length
-        window, table_symbol, table_length = (window.tolist(), table_symbol.tolist(),
-                                              table_length.tolist())
-        out, position, size = [], 0, len(window)
-        for _ in range(count):
-            if position >= size:
-                raise ValueError(f"Huffman stream ended after {len(out)} of {count} symbols")
-            entry = window[position]
-            out.append(table_symbol[entry])
-            position += table_length[entry]
-        if position > size or -1 in out:
-            raise ValueError("corrupt Huffman stream (a code word runs past the data)")
-        return np.asarray(out, dtype=np.int64)
-
-    def to_bytes(self) -> bytes:
-        """The table: one 4-bit code length per symbol of the alphabet, packed two a byte."""
-        nibbles = self.lengths.astype(np.uint8)
-        if nibbles.size % 2:
-            nibbles = np.append(nibbles, 0)
-        return ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, alphabet_size: int) -> "HuffmanCode":
-        """Inverse of :meth:`to_bytes` (the decoder knows the alphabet size)."""
-        packed = np.frombuffer(bytes(data), dtype=np.uint8)
-        lengths = np.stack([packed >> 4, packed & 15], axis=1).ravel()[:alphabet_size]
-        return cls(lengths.astype(np.int64))
-
-
-def huffman_code(counts, max_length: int = MAX_CODE_LENGTH) -> HuffmanCode:
-    """Build an optimal prefix code (Huffman 1952) for symbols with these frequencies.
-
-    Args:
-        counts: How often each symbol ``0 .. len(counts) - 1`` occurs (non-negative ints).
-        max_length: Longest allowed code word, in [1, 15]. In the rare case Huffman's code
-            is longer, the counts are halved (keeping every used symbol) until it fits, as
-            JPEG encoders do; the code is then near-optimal.
-
-    Returns:
-        A canonical :class:`HuffmanCode`; average length within 1 bit of :func:`entropy`.
-
-    Example:
-        >>> code = huffman_code([5, 1, 1, 2])
-        >>> code.lengths.tolist(), code.decode(code.encode([0, 3, 1]), 3).tolist()
-        ([1, 3, 3, 2], [0, 3, 1])
-    """
-    counts = _validate_counts(counts)
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
-            or not 1 <= max_length <= MAX_CODE_LENGTH:
-        raise ValueError(f"max_length must be an integer in [1, {MAX_CODE_LENGTH}], "
-                         f"got {max_length!r}")
-    used = int(np.count_nonzero(counts))
-    if used > 1 << max_length:
-        raise ValueError(f"max_length {max_length} cannot give {used} symbols distinct codes")
-    lengths = _huffman_lengths(counts)
-    while lengths.max(initial=0) > max_length:
-        counts = np.where(counts > 0, np.maximum(counts // 2, 1), 0)
-        lengths = _huffman_lengths(counts)
-    return HuffmanCode(lengths)
-
-
-# ============================================================================ sparse positions
-def _validate_index_bits(index_bits) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)) \
-            or not 1 <= index_bits <= 8:
-        raise ValueError(f"index_bits must be an integer in [1, 8], got {index_bits!r}")
-    return int(index_bits)
-
-
-def relative_indices(mask, index_bits: int) -> np.ndarray:
-    """Sparse positions as gap symbols: zeros skipped before each non-zero, with escapes.
-
-    Args:
-        mask: Which entries are non-zero (any shape; read in C order).
-        index_bits: Bits per symbol ``b`` in [1, 8]. Symbols ``0 .. 2**b - 2`` mean "skip that
-            many zeros, then a non-zero"; the escape ``2**b - 1`` means "skip ``2**b - 1``
-            zeros, no weight" (the paper's padding zero, without needing a stored value).
-
-    Returns:
-        The gap symbols (int64). Trailing zeros need no symbol: the shape is known.
-    """
-    escape = (1 << _validate_index_bits(index_bits)) - 1
-    positions = np.flatnonzero(np.asarray(mask).ravel())
-    gaps = np.diff(positions, prepend=-1) - 1
-    escapes = gaps // escape
-    symbols = np.full(int(escapes.sum()) + positions.size, escape, dtype=np.int64)
-    symbols[np.cumsum(escapes + 1) - 1] = gaps % escape
-    return symbols
-
-
-def absolute_positions(symbols, index_bits: int) -> np.ndarray:
-    """Inverse of :func:`relative_indices`: the flat positions of the non-zero entries."""
-    escape = (1 << _validate_index_bits(index_bits)) - 1
-    symbols = np.asarray(symbols, dtype=np.int64)
-    steps = np.where(symbols == escape, escape, symbols + 1)
-    return (np.cumsum(steps) - 1)[symbols != escape]
 
 
 # ============================================================================ byte helpers
@@ -499,11 +262,6 @@ class CompressedModel:
         return decompress(self.blob, model)
 
 
-def _validate_model(model) -> None:
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a Keras model, got {type(model).__name__}")
-
-
 def encode(tensors: Mapping[str, np.ndarray], bits: int | Mapping[str, int] | None = None,
            index_bits: int | None = None, raw_dtype: str = "float32", init: str = "linear",
            raw: Collection[str] | None = None, codebook_dtype: str = "float32"
@@ -532,11 +290,8 @@ def encode(tensors: Mapping[str, np.ndarray], bits: int | Mapping[str, int] | No
         raise ValueError(f"tensors must be a non-empty mapping of name -> array, got "
                          f"{type(tensors).__name__}")
     for argument, value in (("raw_dtype", raw_dtype), ("codebook_dtype", codebook_dtype)):
-        if value not in RAW_DTYPES:
-            raise ValueError(f"{argument} must be one of {', '.join(map(repr, RAW_DTYPES))}, "
-                             f"got {value!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        _validate.one_of(value, argument, RAW_DTYPES)
+    _validate.one_of(init, "init", INITS)
     if index_bits is not None:
         _validate_index_bits(index_bits)
     named = [(str(name), np.asarray(array)) for name, array in tensors.items()]
@@ -618,7 +373,7 @@ def deep_compress(model: keras.Model, bits: int | Mapping[str, int] | None = Non
         >>> compressed = deep_compress(pruned_and_clustered_model)  # doctest: +SKIP
         >>> compressed.size, compressed.breakdown["total B"].sum()  # doctest: +SKIP
     """
-    _validate_model(model)
+    _validate.model(model)
     return encode(dict(named_weights(model)), bits, index_bits, raw_dtype, init,
                   codebook_dtype=codebook_dtype)
 
@@ -639,9 +394,7 @@ def decode(blob: bytes) -> dict[str, np.ndarray]:
 
 def decompress(blob: bytes | CompressedModel, model: keras.Model) -> keras.Model:
     """A compiled copy of ``model`` (the architecture) with the weights decoded from ``blob``."""
-    from helpers.models import compile_model
-
-    _validate_model(model)
+    _validate.model(model)
     if isinstance(blob, CompressedModel):
         blob = blob.blob
     tensors = list(decode(blob).items())
