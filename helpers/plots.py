@@ -14,7 +14,7 @@ import pandas as pd
 __all__ = ["FIGSIZE", "COLORS", "new_axes", "model_growth", "budget_bars", "weight_histogram",
            "tradeoff", "pareto_front", "binned_histogram", "accuracy_vs_sparsity",
            "quantization_axes", "quantization_overlay", "quantization_grid", "accuracy_vs_bits",
-           "soft_targets", "student_comparison", "size_ratios"]
+           "soft_targets", "size_ratios"]
 
 FIGSIZE = (7.0, 4.2)
 COLORS = {"cloud": "#1f77b4", "edge": "#2ca02c", "baseline": "#444444", "accent": "#d62728"}
@@ -226,36 +226,6 @@ def soft_targets(probabilities: Sequence[float], class_names: Sequence[str],
     ax.bar(range(len(class_names)), probabilities, color=colors)
     ax.set_xticks(range(len(class_names)), class_names)
     ax.set_ylim(0, 1)
-    return ax
-
-
-def student_comparison(results: pd.DataFrame, teacher_accuracy: float | None = None,
-                       title: str = "Same student, same budget: scratch vs distilled", ax=None):
-    """Mean ± std bar per method with each seed as a dot; the teacher as a dashed line.
-
-    ``results`` has columns ``method`` and ``accuracy %`` (one row per seed), as returned by
-    ``helpers.distillation.compare_students``.
-    """
-    ax = new_axes(title, "", "test accuracy (%)", ax=ax)
-    methods = list(dict.fromkeys(results["method"]))
-    stats = results.groupby("method")["accuracy %"].agg(["mean", "std"]).loc[methods]
-    colors = [COLORS["baseline"], COLORS["edge"], COLORS["cloud"]]
-    for i, (method, color) in enumerate(zip(methods, colors)):
-        values = results.loc[results["method"] == method, "accuracy %"]
-        ax.scatter(np.full(len(values), i + 0.12), values, color=color, s=22, alpha=0.7,
-                   zorder=3, label="one seed" if i == 0 else None)
-        ax.errorbar(i, stats.loc[method, "mean"], yerr=np.nan_to_num(stats.loc[method, "std"]),
-                    fmt="o", markersize=9, capsize=8, color=color, zorder=4,
-                    label="mean ± std over seeds" if i == 0 else None)
-    ax.set_xticks(range(len(methods)), methods)
-    ax.set_xlim(-0.6, len(methods) - 0.4)
-    if teacher_accuracy is not None:
-        ax.axhline(teacher_accuracy, color=COLORS["accent"], linestyle="--",
-                   label=f"teacher: {teacher_accuracy:.1f} %")
-    low = min(results["accuracy %"].min(), teacher_accuracy or 100)
-    ax.set_ylim(max(0, low - 2), min(100, max(results["accuracy %"].max(),
-                                             teacher_accuracy or 0) + 1))
-    ax.legend(fontsize=8, loc="lower right")
     return ax
 
 
