@@ -14,7 +14,7 @@ import pandas as pd
 __all__ = ["FIGSIZE", "COLORS", "new_axes", "model_growth", "budget_bars", "weight_histogram",
            "tradeoff", "pareto_front", "binned_histogram", "accuracy_vs_sparsity",
            "quantization_axes", "quantization_overlay", "quantization_grid", "accuracy_vs_bits",
-           "soft_targets", "size_ratios"]
+           "soft_targets", "label_scarce", "size_ratios"]
 
 FIGSIZE = (7.0, 4.2)
 COLORS = {"cloud": "#1f77b4", "edge": "#2ca02c", "baseline": "#444444", "accent": "#d62728"}
