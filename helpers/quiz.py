@@ -17,6 +17,7 @@ drive a question headlessly, which is how the tests (and an instructor's dry run
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,7 @@ class Quiz:
 
     def widget(self):
         """An ipywidgets VBox with one interactive card per question."""
-        import ipywidgets as widgets
+        import ipywidgets as widgets  # on use: the headless API and the grader never draw
 
         class QuizBox(widgets.VBox):  # its text form is the readable quiz, not "VBox(...)"
             def _repr_mimebundle_(box, **kwargs):
@@ -132,7 +133,7 @@ class Quiz:
 
 
 def _question_card(question: Question, number: int):
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # on use: the headless API and the grader never draw
 
     labels = [o.text for o in question.options]
     if question.type == "single":
@@ -217,9 +218,7 @@ def flash_cards(path: str | Path = QUIZ_DIR.parent / "glossary.json", shuffle_se
     The widget exposes ``cards``, ``index``, ``showing_term`` and its buttons (``flip``,
     ``next``, ``back``) so it can be driven headlessly. Its text form lists every card.
     """
-    import random
-
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # on use: the headless API and the grader never draw
 
     cards = load_cards(path)
     if shuffle_seed is not None:

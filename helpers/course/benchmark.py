@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import clustering, codec, data as data_module, distillation, lowrank, measure
-from helpers import _validate, models, plots, pruning, quantization
+from helpers import _validate, models, plots, pruning, quantization, widgets
 from helpers._tf import keras
 from helpers.cache import seeded
 
@@ -286,20 +286,19 @@ def baselines(names: Sequence[str] = tuple(models.RECIPES), seeds: Sequence[int]
 # ---------------------------------------------------------------------------- timings
 def _slider_timings() -> list[dict]:
     """The sparsity explorer's response on a made-up sweep (the shape of a real one)."""
-    from helpers import widgets
-    from helpers.pruning import SparsitySweep
-
     sparsities = [0.0, 0.5, 0.8, 0.9, 0.95]
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({
-        "sparsity": sparsities, "accuracy one-shot": [0.98, 0.97, 0.77, 0.32, 0.10],
-        "accuracy fine-tuned": [0.98, 0.98, 0.98, 0.977, 0.96],
-        "tflite bytes": [250_372] * 5, "sparsity measured": sparsities,
-        "tflite gzip bytes": [230_575, 140_000, 70_000, 45_000, 30_000]}).set_index("sparsity")
+        pruning.SPARSITY: sparsities, pruning.ACCURACY_ONE_SHOT: [0.98, 0.97, 0.77, 0.32, 0.10],
+        pruning.ACCURACY_FINE_TUNED: [0.98, 0.98, 0.98, 0.977, 0.96],
+        pruning.TFLITE_BYTES: [250_372] * 5, pruning.SPARSITY_MEASURED: sparsities,
+        pruning.TFLITE_GZIP_BYTES: [230_575, 140_000, 70_000, 45_000, 30_000],
+    }).set_index(pruning.SPARSITY)
     edges = np.linspace(-1, 1, 82)
     counts = np.array([np.histogram(rng.normal(0, 0.3, int(60_000 * (1 - s))), edges)[0]
                        for s in sparsities])
-    explorer = widgets.sparsity_explorer(SparsitySweep(frame, edges, counts[0], counts, 0.98))
+    sweep = pruning.SparsitySweep(frame, edges, counts[0], counts, 0.98)
+    explorer = widgets.sparsity_explorer(sweep)
 
     def move(value) -> float:
         start = time.perf_counter()
