@@ -14,7 +14,7 @@ import pandas as pd
 __all__ = ["FIGSIZE", "COLORS", "new_axes", "model_growth", "budget_bars", "weight_histogram",
            "tradeoff", "pareto_front", "binned_histogram", "accuracy_vs_sparsity",
            "quantization_axes", "quantization_overlay", "quantization_grid", "accuracy_vs_bits",
-           "soft_targets", "student_comparison", "size_ratios", "energy_curves",
+           "soft_targets", "label_scarce", "size_ratios", "energy_curves",
            "energy_vs_accuracy"]
 
 FIGSIZE = (7.0, 4.2)
@@ -230,32 +230,20 @@ def soft_targets(probabilities: Sequence[float], class_names: Sequence[str],
     return ax
 
 
-def student_comparison(results: pd.DataFrame, teacher_accuracy: float | None = None,
-                       title: str = "Same student, same budget: scratch vs distilled", ax=None):
-    """Mean ± std bar per method with each seed as a dot; the teacher as a dashed line.
-
-    ``results`` has columns ``method`` and ``accuracy %`` (one row per seed), as returned by
-    ``helpers.distillation.compare_students``.
-    """
-    ax = new_axes(title, "", "test accuracy (%)", ax=ax)
-    methods = list(dict.fromkeys(results["method"]))
-    stats = results.groupby("method")["accuracy %"].agg(["mean", "std"]).loc[methods]
-    colors = [COLORS["baseline"], COLORS["edge"], COLORS["cloud"]]
-    for i, (method, color) in enumerate(zip(methods, colors)):
-        values = results.loc[results["method"] == method, "accuracy %"]
-        ax.scatter(np.full(len(values), i + 0.12), values, color=color, s=22, alpha=0.7,
-                   zorder=3, label="one seed" if i == 0 else None)
-        ax.errorbar(i, stats.loc[method, "mean"], yerr=np.nan_to_num(stats.loc[method, "std"]),
-                    fmt="o", markersize=9, capsize=8, color=color, zorder=4,
-                    label="mean ± std over seeds" if i == 0 else None)
-    ax.set_xticks(range(len(methods)), methods)
-    ax.set_xlim(-0.6, len(methods) - 0.4)
-    if teacher_accuracy is not None:
-        ax.axhline(teacher_accuracy, color=COLORS["accent"], linestyle="--",
-                   label=f"teacher: {teacher_accuracy:.1f} %")
-    low = min(results["accuracy %"].min(), teacher_accuracy or 100)
-    ax.set_ylim(max(0, low - 2), min(100, max(results["accuracy %"].max(),
-                                             teacher_accuracy or 0) + 1))
+def label_scarce(summary: pd.DataFrame,
+                 title: str = "A student short of labels: alone vs taught", ax=None):
+    """Test accuracy against the number of labels: scratch and distilled (mean ± std over
+    seeds), the teacher dashed (``03_distillation``; ``summary`` from
+    ``helpers.distillation.summarize``)."""
+    ax = new_axes(title, "labelled training images (log scale)", "test accuracy (%)", ax=ax)
+    for method, color in (("scratch", COLORS["baseline"]), ("distilled", COLORS["edge"])):
+        ax.errorbar(summary.index.to_numpy(float), summary[f"{method} %"].to_numpy(float),
+                    yerr=summary[f"{method} std"].to_numpy(float),
+                    fmt="o-", capsize=4, color=color, label=f"{method} (mean ± std)")
+    teacher = float(summary["teacher %"].iloc[0])
+    ax.axhline(teacher, color=COLORS["accent"], linestyle="--", label=f"teacher: {teacher:.1f} %")
+    ax.set_xscale("log")
+    ax.set_xticks(list(summary.index), [f"{n:,}" for n in summary.index])
     ax.legend(fontsize=8, loc="lower right")
     return ax
 

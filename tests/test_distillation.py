@@ -2,6 +2,7 @@
 the temperature explorer, and the graded lab (solution full marks, untouched lab zero)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import distillation, models, plots, widgets
+from helpers import data, distillation, measure, models, plots, widgets
 from helpers._tf import keras, tf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,7 +128,8 @@ def test_loss_rejects_bad_arguments(batch):
         loss(labels, student, teacher, alpha=-0.1)
     with pytest.raises(ValueError, match="same shape"):
         loss(labels, student, teacher[:, :5])
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 9\], got values from 0 to 10"):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 9\] \(or -1: unlabelled\), "
+                                         r"got values from 0 to 10"):
         loss(np.array([0, 10]), student[:2], teacher[:2])
     with pytest.raises(ValueError, match="y_true must be integer labels"):
         loss(np.ones((64, 3)), student, teacher)
@@ -239,31 +241,92 @@ def test_distiller_trains_with_the_given_loss_fn(digits, digits_teacher):
 
 
 # ---------------------------------------------------------------- the experiment helpers
-def test_compare_students_trains_once_then_loads(tmp_path, monkeypatch, digits,
-                                                 digits_teacher):
+def test_labelled_subset_is_balanced_seeded_and_checked():
+    labels = np.repeat(np.arange(10), 40)
+    chosen = distillation.labelled_subset(labels, 100, seed=0)
+    assert len(chosen) == 100 and len(set(chosen)) == 100
+    assert (np.bincount(labels[chosen], minlength=10) == 10).all()
+    np.testing.assert_array_equal(chosen, distillation.labelled_subset(labels, 100, seed=0))
+    assert set(chosen) != set(distillation.labelled_subset(labels, 100, seed=1))
+    assert len(distillation.labelled_subset(labels, None)) == 400
+    assert len(distillation.labelled_subset(labels, 400)) == 400
+    with pytest.raises(ValueError, match="labels must be between 10 .* and 400, got 5"):
+        distillation.labelled_subset(labels, 5)
+
+
+def test_training_set_hides_labels_from_the_distilled_student(digits):
+    x, y = distillation.training_set(digits, "scratch", labels=100, seed=0)
+    assert x.shape == (100,) + digits.input_shape and (y >= 0).all()
+    x_all, targets = distillation.training_set(digits, "distilled", labels=100, seed=0)
+    assert len(x_all) == len(digits.x_train)  # every image is in the transfer set
+    labelled = targets != distillation.UNLABELLED
+    assert labelled.sum() == 100
+    np.testing.assert_array_equal(x_all[labelled], x)  # the same 100 labelled images
+    np.testing.assert_array_equal(targets[labelled], y)
+    x_no3, y_no3 = distillation.training_set(digits, "distilled", omit_class=3)
+    assert len(x_no3) == np.sum(digits.y_train != 3) and 3 not in set(y_no3)
+    with pytest.raises(ValueError, match=r"omit_class must be in \[0, 9\], got 10"):
+        distillation.training_set(digits, "scratch", omit_class=10)
+
+
+def test_unlabelled_examples_get_no_hard_label_gradient(batch):
+    labels, student, teacher = batch
+    hidden = labels.copy()
+    hidden[::2] = distillation.UNLABELLED
+    kept = hidden != distillation.UNLABELLED
+    got = float(distillation.distillation_loss(hidden, student, teacher, 4.0, 0.3))
+    soft = np_loss(labels, student, teacher, 4.0, 0.0)  # over every example
+    hard = np_loss(labels[kept], student[kept], teacher[kept], 4.0, 1.0)  # labelled only
+    assert got == pytest.approx(0.3 * hard + 0.7 * soft, rel=1e-5)
+    logits = tf.constant(student)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = distillation.distillation_loss(hidden, logits, teacher, 4.0, 1.0)
+    gradient = tape.gradient(loss, logits).numpy()
+    assert np.abs(gradient[~kept]).max() == 0.0 and np.abs(gradient[kept]).max() > 0
+
+
+def test_the_teacher_labels_the_same_augmented_batch_online(digits, monkeypatch):
+    """A teacher identical to the untrained student gives identical logits on the first step
+    only if both see the same (augmented) images."""
+    models.set_seed(0)
+    twin = distillation.student_cnn(digits.input_shape)
+    smallest = tf.Variable(np.inf)
+    loss = distillation.distillation_loss
+
+    def recording_loss(y, student_logits, teacher_logits, temperature, alpha):
+        smallest.assign(tf.minimum(smallest, tf.reduce_max(tf.abs(student_logits
+                                                                  - teacher_logits))))
+        return loss(y, student_logits, teacher_logits, temperature, alpha)
+
+    monkeypatch.setattr(distillation.training, "distillation_loss", recording_loss)
+    distillation.train_student(twin, digits, "distilled", seed=0, labels=50, steps=3,
+                               cache=False)
+    assert float(smallest.numpy()) < 1e-5
+
+
+def test_train_student_trains_once_then_loads(tmp_path, monkeypatch, digits, digits_teacher):
     monkeypatch.setenv("EDGE_AI_CACHE", str(tmp_path))
-    recipe = {"epochs": 8, "learning_rate": 5e-3}
-    results = distillation.compare_students(digits_teacher, digits, seeds=(0,), **recipe)
-    assert list(results["method"]) == ["scratch", "distilled"]
-    assert list(results.columns) == ["seed", "method", "params", "accuracy %",
-                                     "agrees with teacher %", "KL to teacher"]
-    assert (results["params"] == distillation.student_cnn(digits.input_shape).count_params()).all()
-    assert results["accuracy %"].between(60, 100).all()
-    scratch_kl, distilled_kl = results["KL to teacher"]
-    assert distilled_kl < scratch_kl  # the distilled student imitates the teacher more closely
+    recipe = {"labels": 100, "steps": 300, "learning_rate": 5e-3}
+    accuracies = {}
+    for method in distillation.METHODS:
+        student = distillation.train_student(digits_teacher, digits, method, **recipe)
+        accuracies[method] = measure.accuracy(student, digits.x_test, digits.y_test)
+        assert student.count_params() == distillation.student_cnn(digits.input_shape).count_params()
+    assert min(accuracies.values()) > 0.5, accuracies
     assert len(list(tmp_path.glob("student-*.weights.h5"))) == 2
 
     monkeypatch.setattr(distillation.Distiller, "fit", lambda *a, **k: pytest.fail("retrained"))
-    again = distillation.compare_students(digits_teacher, digits, seeds=(0,), **recipe)
-    pd.testing.assert_frame_equal(results, again)
+    again = distillation.train_student(digits_teacher, digits, "distilled", **recipe)
+    assert measure.accuracy(again, digits.x_test, digits.y_test) == accuracies["distilled"]
 
 
 def test_train_student_rejects_bad_arguments(digits, digits_teacher):
     train = distillation.train_student
     with pytest.raises(ValueError, match=r"method must be one of \('scratch', 'distilled'\)"):
         train(digits_teacher, digits, "teacher")
-    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
-        train(digits_teacher, digits, epochs=0)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        train(digits_teacher, digits, steps=0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         train(digits_teacher, digits, batch_size=0)
     with pytest.raises(ValueError, match=r"learning_rate must be in \(0, 1\), got 0"):
@@ -272,30 +335,115 @@ def test_train_student_rejects_bad_arguments(digits, digits_teacher):
         train(digits_teacher, digits, temperature=-4)
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 3"):
         train(digits_teacher, digits, alpha=3)
+    with pytest.raises(ValueError, match="labels must be an integer >= 1, got 0"):
+        train(digits_teacher, digits, labels=0)
     with pytest.raises(ValueError, match="same output shape"):
         train(digits_teacher, digits, build_student=lambda shape, classes:
               distillation.student_cnn(shape, 5), cache=False)
-    with pytest.raises(ValueError, match="seeds must name at least one seed"):
-        distillation.compare_students(digits_teacher, digits, seeds=())
+    with pytest.raises(ValueError, match="at least one value"):
+        distillation.label_scarce(digits, seeds=())
 
 
 def test_summarize_measures_the_gap_closed():
-    results = pd.DataFrame({"seed": [0, 1, 0, 1], "method": ["scratch", "scratch",
-                                                             "distilled", "distilled"],
-                            "accuracy %": [90.0, 92.0, 94.0, 96.0]})
-    summary = distillation.summarize(results, 0.99)
-    assert list(summary.index) == ["scratch", "distilled"]
-    assert summary.loc["scratch", "mean %"] == 91.0
-    assert summary.loc["distilled", "std %"] == pytest.approx(np.std([94, 96], ddof=1), abs=0.01)
-    assert summary.loc["scratch", "gap closed %"] == 0.0
-    assert summary.loc["distilled", "gap closed %"] == 50.0  # 4 of the 8 points to 99 %
-    with pytest.raises(ValueError, match=r"teacher_accuracy must be a fraction in \[0, 1\], "
-                                         r"got 98.4"):
-        distillation.summarize(results, 98.4)
-    with pytest.raises(ValueError, match="'scratch' rows"):
-        distillation.summarize(results[results.method == "distilled"], 0.99)
+    rows = [(seed, 300, method, accuracy) for seed, (s, d, t) in
+            enumerate([(90.0, 94.0, 98.0), (92.0, 95.0, 99.0)])
+            for method, accuracy in (("scratch", s), ("distilled", d), ("teacher", t))]
+    results = pd.DataFrame(rows, columns=["seed", "labels", "method", "accuracy %"])
+    summary = distillation.summarize(results)
+    row = summary.loc[300]
+    assert (row["scratch %"], row["distilled %"], row["teacher %"]) == (91.0, 94.5, 98.5)
+    assert row["gain"] == 3.5 and row["gain std"] == pytest.approx(np.std([4, 3], ddof=1),
+                                                                   abs=0.01)
+    assert row["gap closed %"] == pytest.approx(100 * 3.5 / 7.5, abs=0.01)
+    assert row["SE"] == pytest.approx(100 * np.sqrt(0.91 * 0.09 / 1000), abs=0.01)
     with pytest.raises(ValueError, match="missing columns"):
-        distillation.summarize(results.drop(columns="accuracy %"), 0.99)
+        distillation.summarize(results.drop(columns="labels"))
+    with pytest.raises(ValueError, match="'teacher', 'scratch' and 'distilled'"):
+        distillation.summarize(results[results.method != "teacher"])
+
+
+def test_bias_shift_makes_the_class_win_on_the_asked_share():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, size=(1000, 10))
+    logits[:, 3] -= 6.0  # a class the student learnt never to predict
+    for fraction in (0.0, 0.1, 0.5):
+        shifted = logits.copy()
+        shifted[:, 3] += distillation.bias_shift(logits, 3, fraction)
+        assert np.mean(shifted.argmax(axis=1) == 3) == pytest.approx(fraction, abs=0.002)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\], got 2"):
+        distillation.bias_shift(logits, 3, 2)
+
+
+def test_the_lessons_train_step_agrees_with_the_distiller(digits, digits_teacher):
+    """Lesson 03 writes the training step with tf.GradientTape in a cell; it must do what
+    Distiller.train_step does: the same loss and the same update from the same weights."""
+    notebook = json.loads((REPO / "lessons" / "03_distillation.ipynb").read_text())
+    source = next("".join(cell["source"]) for cell in notebook["cells"]
+                  if "inline-train-step" in cell["metadata"].get("tags", []))
+    assert "tf.GradientTape" in source and "inspect" not in source
+    models.set_seed(0)
+    student = distillation.student_cnn(digits.input_shape)
+    namespace = {"tf": tf, "keras": keras, "distillation": distillation,
+                 "teacher": digits_teacher, "student": student}
+    exec(source, namespace)  # the cell as the lesson shows it
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    start = student.get_weights()
+    ours = [float(namespace["train_step"](x, y)) for _ in range(3)]
+    ours_weights = student.get_weights()
+    student.set_weights(start)
+    distiller = distillation.Distiller(digits_teacher, student, temperature=4.0, alpha=0.5)
+    distiller.compile(keras.optimizers.Adam(1e-3))
+    helper = float(distiller.train_step((x, y))["loss"])
+    for _ in range(2):
+        distiller.train_step((x, y))
+    assert ours[0] == pytest.approx(helper, rel=1e-5)
+    assert ours[2] < ours[0]  # it learns
+    for a, b in zip(ours_weights, student.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the lesson's experiments
+# These train the lesson's students on mnist5k once (the same cache as lessons/03 and lab 3):
+# 3 teachers, 2 x 4 x 3 label-scarce and 2 x 3 omitted-class students.
+@pytest.fixture(scope="module")
+def mnist5k():
+    return data.load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="module")
+def label_scarce_summary(mnist5k):
+    return distillation.summarize(distillation.label_scarce(mnist5k))
+
+
+def test_distillation_closes_at_least_half_the_gap_with_300_labels(label_scarce_summary):
+    # Issue 15's floor is 50 % at N = 300, mean of 3 seeds. Measured (seeds 0-2, RECIPE):
+    # scratch 92.1 / 94.2 / 93.4 %, distilled 95.6 / 96.1 / 96.0 %, teachers 98.7 / 98.0 /
+    # 98.2 %: 52.6 % of the gap (per seed 53 / 50 / 54 %, so the mean of 3 has an SE of about
+    # 1.2 points). 45 is the floor minus 2 SEs of the gap-closed mean, so another seed shift
+    # (EDGE_AI_SEED) does not fail by chance; the lesson prints the measured share.
+    row = label_scarce_summary.loc[300]
+    assert row["gap closed %"] >= 45, label_scarce_summary
+    # the gain (2.67 points, paired std 0.80) is far outside the test noise (SE 0.79)
+    assert row["gain"] > 2 * row["SE"], label_scarce_summary
+
+
+def test_the_teacher_helps_most_when_labels_are_scarcest(label_scarce_summary):
+    gains = label_scarce_summary["gain"]
+    assert gains.loc[100] > gains.loc[4000] and gains.loc[300] > gains.loc[4000], gains
+    full = label_scarce_summary.loc[4000]  # the control: labels alone already do well
+    assert full["scratch %"] > label_scarce_summary.loc[300, "scratch %"]
+
+
+def test_a_student_that_never_saw_a_3_learns_3s_from_the_teacher(mnist5k):
+    omitted = distillation.omitted_class(mnist5k, digit=3)
+    means = omitted.groupby("method").mean(numeric_only=True)
+    distilled = means.loc["distilled"]
+    assert distilled["digit % corrected"] > distilled["digit %"]
+    # paired over seeds: the soft targets, not the bias trick, recognize the unseen digit.
+    # mnist5k has about 100 test 3s, so one accuracy on them has an SE of up to 5 points:
+    # 10 points is two SEs. Measured (seeds 0/1): distilled 88 / 85 %, scratch 18 / 0 %.
+    per_seed = omitted.pivot(index="seed", columns="method", values="digit % corrected")
+    assert (per_seed["distilled"] > per_seed["scratch"] + 10).all(), omitted
 
 
 # ---------------------------------------------------------------- explorer and plots
@@ -308,23 +456,29 @@ def test_temperature_explorer_answers_from_the_table_fast():
     explorer.slider.value = 16.0
     assert "T = 16" in explorer.text and explorer.image.value != first_image
     assert f"entropy {table.loc[16.0, 'entropy bits']:.2f} bits" in explorer.text
+    seen = explorer.image.value
     explorer.slider.value = 4.0
-    explorer.slider.value = 16.0  # a frame seen before is a look-up
-    assert explorer.last_update_ms < 50
+    # a frame seen before is a look-up, never drawn again (its speed is the benchmark's job)
+    explorer._render = lambda value: pytest.fail(f"frame for T = {value} drawn twice")
+    explorer.slider.value = 16.0
+    assert explorer.image.value == seen and "T = 16" in explorer.text
     with pytest.raises(ValueError, match="entropy bits"):
         widgets.temperature_explorer(table.drop(columns="entropy bits"))
     with pytest.raises(ValueError, match=r"true_class must be an integer in \[0, 3\], got 7"):
         widgets.temperature_explorer(table, true_class=7)
 
 
-def test_plots_draw_soft_targets_and_the_comparison():
+def test_plots_draw_soft_targets_and_the_label_scarce_curves():
     ax = plots.soft_targets([0.7, 0.2, 0.1], ["a", "b", "c"], temperature=4, true_class=0)
     assert len(ax.patches) == 3 and "T = 4" in ax.get_title()
-    results = pd.DataFrame({"method": ["scratch", "scratch", "distilled", "distilled"],
-                            "accuracy %": [95.0, 96.0, 95.5, 96.5]})
-    ax = plots.student_comparison(results, teacher_accuracy=98.4)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["scratch", "distilled"]
-    assert ax.get_ylim()[0] < 95.0 < 98.4 < ax.get_ylim()[1]
+    summary = pd.DataFrame({"scratch %": [88.0, 94.0], "scratch std": [2.0, 0.3],
+                            "distilled %": [95.0, 96.0], "distilled std": [0.5, 0.4],
+                            "teacher %": [98.4, 98.4]}, index=pd.Index([100, 4000],
+                                                                     name="labels"))
+    ax = plots.label_scarce(summary)
+    assert [line.get_label() for line in ax.get_lines()][-1] == "teacher: 98.4 %"
+    np.testing.assert_allclose(np.asarray(ax.get_lines()[0].get_ydata(), float), [88.0, 94.0])
+    assert ax.get_xscale() == "log"
     plots.plt.close("all")
 
 
@@ -347,7 +501,7 @@ def test_lab_is_generated_and_in_sync(lab3):
         "labs/ is stale: run `python -m helpers.course generate`"
     text = committed.read_text()
     for secret in ("BEGIN SOLUTION", "HIDDEN TESTS", "tf.nn.log_softmax(t / temperature",
-                   "_reference(", "fresh_teacher", "patient training"):
+                   "_reference(", "fresh_teacher", "baseline_accuracy", "as DistilBERT did"):
         assert secret not in text, secret
 
 
@@ -357,9 +511,9 @@ def test_solution_scores_full_marks_and_the_untouched_lab_zero(lab3):
     solutions, labs = lab3
     solved = grading.grade(REPO / "solutions" / LAB, solutions, timeout=600)
     assert not solved.error, solved.error
-    assert solved.score == solved.max_score == 12, grading.format_result(solved)
+    assert solved.score == solved.max_score == 13, grading.format_result(solved)
     assert [c.grade_id for c in solved.needs_manual] == ["why_no_gain"]
 
     untouched = grading.grade(labs / LAB, solutions, timeout=600)
     assert not untouched.error, untouched.error
-    assert untouched.score == 0 and untouched.max_score == 12, grading.format_result(untouched)
+    assert untouched.score == 0 and untouched.max_score == 13, grading.format_result(untouched)

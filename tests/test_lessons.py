@@ -105,8 +105,7 @@ def test_the_counter_counts_what_nbconvert_shows():
 
 # ---------------------------------------------------------------------------- budgets
 def test_every_section_of_the_lecture_has_slide_metadata():
-    missing = [name for name in SECTIONS if name != "03_distillation"
-               and not has_slide_metadata(read(lesson(name)))]
+    missing = [name for name in SECTIONS if not has_slide_metadata(read(lesson(name)))]
     assert not missing, f"sections without slide metadata: {missing}"
 
 
@@ -173,8 +172,6 @@ def test_lesson_prose_states_no_measured_percentages():
                 r"\d+(?:\.\d+)?x (?:faster|slower)"]
     found = []
     for name in SECTIONS:
-        if name == "03_distillation":
-            continue
         text = _markdown(lesson(name))
         found += [(name, m.group(0)) for p in patterns for m in re.finditer(p, text)]
     assert not found, f"prose quoting a measured number: {found}"
@@ -204,13 +201,15 @@ def test_the_code_cells_are_tagged_and_short():
     expected = {"01_pruning#tfmot-prune", "01_pruning#tfmot-fit",
                 "02_quantization#tflite-dynamic", "02_quantization#tflite-float16",
                 "02_quantization#tflite-int8", "02_quantization#qat-tfmot",
-                "tinyml_deployment#tflm-interpreter"}
+                "03_distillation#inline-train-step", "tinyml_deployment#tflm-interpreter"}
     assert expected <= set(tagged)
     for name, calls in {"01_pruning#tfmot-prune": ["prune_low_magnitude", "PolynomialDecay"],
                         "01_pruning#tfmot-fit": ["UpdatePruningStep", "strip_pruning"],
                         "02_quantization#tflite-int8": ["TFLiteConverter",
                                                         "representative_dataset"],
                         "02_quantization#qat-tfmot": ["quantize_model", "TFLiteConverter"],
+                        "03_distillation#inline-train-step": ["tf.GradientTape", "tape.gradient",
+                                                              "apply_gradients"],
                         "tinyml_deployment#tflm-interpreter": ["Interpreter.from_bytes"]}.items():
         assert all(call in tagged[name] for call in calls), name
     assert all(len(src.splitlines()) <= 15 for src in tagged.values())

@@ -153,8 +153,7 @@ def _steps(base: keras.Model, data, budget: Budget,
                      deep.blob, data, runs, latency_from=decoded_tflite)]
 
     def student_rows():
-        student = distillation.train_student(base, data, "distilled",
-                                             epochs=budget.student_epochs)
+        student = distillation.train_student(base, data, "distilled")  # distillation.RECIPE
         return [_row("distilled student", student, measure.to_tflite(student), data, runs),
                 _row("distilled student + int8", student, int8(student), data, runs)]
 
