@@ -29,7 +29,7 @@ import numpy as np
 
 from helpers import _validate
 
-__all__ = ["available", "INSTALL_PYTORCH", "to_onnx", "onnx_session", "predict_onnx",
+__all__ = ["available", "INSTALL_PYTORCH", "quiet_pytorch", "to_onnx", "onnx_session", "predict_onnx",
            "latency_onnx_ms", "onnx_ops", "ImageCalibrationReader", "quantize_onnx_dynamic",
            "quantize_onnx_static", "torch_lenet5", "predict_torch", "latency_torch_ms",
            "quantize_torch_dynamic", "torch_bytes", "to_torch_mobile", "load_torch_mobile",
@@ -196,6 +196,24 @@ def quantize_onnx_static(model: bytes, calibration_images: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- PyTorch
+def quiet_pytorch() -> None:
+    """Silence PyTorch's and torchao's deprecation notices and start ExecuTorch's runtime once,
+    capturing the CPU-probe lines its C++ code prints on start-up."""
+    import logging
+    import warnings
+
+    for name in ("torchao", "torch", "torch._dynamo", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=r"torch.*")
+    if available()["executorch"]:
+        from executorch.extension.pybindings import portable_lib
+
+        from helpers._tf import captured_output
+
+        captured_output(lambda: captured_output(portable_lib._threadpool_get_thread_count, fd=1))
+
+
 def _torch():
     _require("torch")
     import torch
