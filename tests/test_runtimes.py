@@ -176,3 +176,16 @@ def test_executorch_program_runs_the_same_model(untrained):
     assert runtimes.latency_executorch_ms(program, runs=3, warmup=1) > 0
     with pytest.raises(ValueError, match="not a valid ExecuTorch program"):
         runtimes.predict_executorch(b"0000ET12 but no program", x)
+
+
+def test_the_notebooks_quantization_cell_gives_the_helpers_files(mnist, lenet_onnx):
+    ds, _ = mnist
+    namespace = {"ds": ds, "lenet_onnx": lenet_onnx, "runtimes": runtimes,
+                 "tempfile": __import__("tempfile"), "Path": Path}
+    exec(compile(_cell("ort-quantize"), "other_runtimes#ort-quantize", "exec"), namespace)
+    assert namespace["onnx_dynamic"] == runtimes.quantize_onnx_dynamic(lenet_onnx)
+    static = runtimes.quantize_onnx_static(lenet_onnx, ds.x_train[:200])
+    assert abs(len(namespace["onnx_static"]) - len(static)) < 100
+    x = ds.x_test[:200]
+    assert np.array_equal(runtimes.predict_onnx(namespace["onnx_static"], x).argmax(1),
+                          runtimes.predict_onnx(static, x).argmax(1))
