@@ -11,7 +11,7 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/edge-ai.json
 # npm ci writes node_modules/.package-lock.json: it reruns only when the lock file changes
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: lab test test-hub hub prepare slides labs check-labs benchmark clean
+.PHONY: lab test test-hub hub pytorch prepare slides labs check-labs benchmark clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + "); run: make PYTHON=/path/to/python3.11")'
@@ -20,6 +20,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (edge-ai)" >/dev/null
 	touch $(STAMP)
+
+# PyTorch and ExecuTorch for lessons/deeper/other_runtimes (extra `pytorch`; see pyproject.toml)
+TORCH_STAMP := $(VENV)/.installed-pytorch
+
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,pytorch]'
+	touch $(TORCH_STAMP)
+
+pytorch: $(TORCH_STAMP)  ## the PyTorch route of other_runtimes (CPU torch + ExecuTorch)
 
 # The class hub (docs/jupyterhub.md): JupyterHub and nbgitpuller (extra `hub`), and the
 # configurable-http-proxy pinned in deploy/jupyterhub/local/package-lock.json (needs Node 20+).
