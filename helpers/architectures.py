@@ -7,8 +7,10 @@
   :func:`fire_block` (squeeze 1x1, then expand 1x1 and 3x3 concatenated, Iandola et al. 2016),
   and small classifiers built from them (:func:`mobilenet_style`, :func:`squeezenet_style`);
 * :func:`search_candidate` builds one point of a tiny architecture search (width, depth,
-  kernel size, stride) and :func:`measure_candidate` trains, quantizes to int8 and measures
-  it (flash, TFLM arena, accuracy), cached;
+  kernel size, stride); :func:`train_and_measure` trains any model, quantizes it to int8
+  and measures it (flash, TFLM arena, accuracy, latency), cached; :func:`search` does it
+  over a grid and flags who fits a flash and an arena budget; :func:`budget_explorer` is
+  the arena-budget slider over it;
 * :func:`remove_layers` is depth pruning: a copy of a Sequential model without some layers,
   keeping the weights of the others.
 
@@ -17,9 +19,10 @@ Used by ``lessons/deeper/efficient_architectures.ipynb`` and (depth pruning)
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from helpers import _validate, measure, models, quantization
 from helpers._tf import keras
@@ -27,8 +30,9 @@ from helpers.cache import cache_key, cached_arrays
 from helpers.data import Dataset
 
 __all__ = ["conv_params", "conv_macs", "depthwise_separable_params", "depthwise_separable_macs",
-           "count_macs", "mobilenet_block", "fire_block", "mobilenet_style", "squeezenet_style",
-           "search_candidate", "measure_candidate", "remove_layers"]
+           "count_macs", "latencies_ms", "mobilenet_block", "fire_block", "mobilenet_style", "squeezenet_style",
+           "search_candidate", "train_and_measure", "measure_candidate", "search",
+           "budget_explorer", "remove_layers"]
 
 
 # ---------------------------------------------------------------------------- by hand
@@ -75,27 +79,56 @@ def count_macs(model: keras.Model) -> int:
     return int(total)
 
 
+def latencies_ms(flatbuffers: Mapping[str, bytes], repeats: int = 5,
+                 runs: int = 200) -> dict[str, float]:
+    """Batch-1 LiteRT latency of several models, measured in turns (the fastest of ``repeats``).
+
+    Measuring the models one after another in rounds, and keeping each model's fastest
+    median, keeps a busy machine (other processes, a CPU that warms up) from making the
+    first or the last model look slower than it is.
+    """
+    if not isinstance(flatbuffers, Mapping) or not flatbuffers:
+        raise ValueError("flatbuffers must be a non-empty dict {name: TFLite bytes}")
+    repeats = _validate.positive_int(repeats, "repeats")
+    best = {name: float("inf") for name in flatbuffers}
+    for _ in range(repeats):
+        for name, flat in flatbuffers.items():
+            best[name] = min(best[name], measure.latency_tflite_ms(flat, runs, warmup=20))
+    return best
+
+
 # ---------------------------------------------------------------------------- blocks
+def _conv_bn_relu(x, filters: int, kernel: int, stride: int = 1, name: str = "conv",
+                  depthwise: bool = False):
+    """Convolution (no bias) + batch norm + ReLU, the unit of MobileNet; BN folds into the
+    convolution when converted to TFLite, so it costs nothing on the device."""
+    if depthwise:
+        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
+                                         name=name)(x)
+    else:
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                                name=name)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
 def mobilenet_block(x, filters: int, stride: int = 1, name: str = "mb"):
-    """Depthwise 3x3 (stride) + ReLU, then pointwise 1x1 to ``filters`` + ReLU (MobileNet v1)."""
-    x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", activation="relu",
-                                     name=f"{name}_dw")(x)
-    return keras.layers.Conv2D(filters, 1, activation="relu", name=f"{name}_pw")(x)
+    """Depthwise 3x3 (stride), then pointwise 1x1 to ``filters``, each + BN + ReLU (MobileNet v1)."""
+    x = _conv_bn_relu(x, 0, 3, stride, f"{name}_dw", depthwise=True)
+    return _conv_bn_relu(x, filters, 1, 1, f"{name}_pw")
 
 
 def fire_block(x, squeeze: int, expand: int, name: str = "fire"):
     """SqueezeNet's fire module: squeeze 1x1, then expand 1x1 and 3x3, concatenated."""
-    s = keras.layers.Conv2D(squeeze, 1, activation="relu", name=f"{name}_squeeze")(x)
-    e1 = keras.layers.Conv2D(expand, 1, activation="relu", name=f"{name}_e1")(s)
-    e3 = keras.layers.Conv2D(expand, 3, padding="same", activation="relu", name=f"{name}_e3")(s)
+    s = _conv_bn_relu(x, squeeze, 1, 1, f"{name}_squeeze")
+    e1 = _conv_bn_relu(s, expand, 1, 1, f"{name}_e1")
+    e3 = _conv_bn_relu(s, expand, 3, 1, f"{name}_e3")
     return keras.layers.Concatenate(name=f"{name}_concat")([e1, e3])
 
 
 def _stem(input_shape, filters: int, kernel: int = 3, stride: int = 2):
     inputs = keras.Input(shape=tuple(input_shape))
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", activation="relu",
-                            name="stem")(inputs)
-    return inputs, x
+    return inputs, _conv_bn_relu(inputs, filters, kernel, stride, "stem")
 
 
 def _head(inputs, x, num_classes: int, name: str) -> keras.Model:
@@ -136,33 +169,95 @@ def search_candidate(input_shape=(28, 28, 1), num_classes: int = 10, width: int 
     return _head(inputs, x, num_classes, f"w{width}_d{depth}_k{kernel}_s{stride}")
 
 
-def measure_candidate(data: Dataset, width: int, depth: int, kernel: int, stride: int,
-                      epochs: int = 6, seed: int = 0, cache: bool = True) -> dict[str, float]:
-    """Train a :func:`search_candidate`, convert to int8, measure it (cached).
+def train_and_measure(name: str, build, data: Dataset, epochs: int = 5, seed: int = 0,
+                      cache: bool = True) -> dict[str, float]:
+    """Train ``build(input_shape, num_classes)``, convert to int8, measure it (cached by ``name``).
 
     Returns:
         ``params``, ``macs``, ``flash_bytes`` (int8 flatbuffer), ``arena_bytes`` (minimum
-        TFLM arena, measured) and ``accuracy`` (int8, LiteRT, whole test set).
+        TFLM arena, measured by bisection on the runtime), ``accuracy`` (int8, LiteRT, whole
+        test set) and ``latency_ms`` (float32 TFLite, batch 1, LiteRT).
     """
     from helpers import tinyml  # imported here: loads the TFLM runtime
 
     _validate.dataset(data)
     epochs = _validate.epochs(epochs)
+    if not callable(build):
+        raise ValueError(f"build must be callable (input_shape, num_classes) -> model, "
+                         f"got {type(build).__name__}")
 
     def run() -> dict[str, np.ndarray]:
         models.set_seed(seed)
-        model = search_candidate(data.input_shape, data.num_classes, width, depth, kernel,
-                                 stride)
-        models.compile_model(model, 3e-3, epochs * models.steps_per_epoch(data))
+        model = build(data.input_shape, data.num_classes)
+        models.compile_model(model, 1e-2, epochs * models.steps_per_epoch(data))
         models.train(model, data, epochs, seed=seed, progress=False)
         flatbuffer = quantization.quantize_int8(model, data.x_train)
         return {"params": model.count_params(), "macs": count_macs(model),
                 "flash_bytes": len(flatbuffer), "arena_bytes": tinyml.arena_size(flatbuffer),
-                "accuracy": measure.accuracy(flatbuffer, data.x_test, data.y_test)}
+                "accuracy": measure.accuracy(flatbuffer, data.x_test, data.y_test),
+                "latency_ms": latencies_ms({"m": measure.to_tflite(model)}, 3)["m"]}
 
-    key = f"search-{data.name}-" + cache_key(width, depth, kernel, stride, epochs, seed,
-                                             len(data.x_train), "v1")
+    key = f"arch-{name}-{data.name}-" + cache_key(epochs, seed, len(data.x_train), "v2")
     return {k: float(v) for k, v in cached_arrays(key, run, cache).items()}
+
+
+def measure_candidate(data: Dataset, width: int, depth: int, kernel: int, stride: int,
+                      epochs: int = 5, seed: int = 0, cache: bool = True) -> dict[str, float]:
+    """:func:`train_and_measure` for one :func:`search_candidate` (cached)."""
+    def build(shape, classes):
+        return search_candidate(shape, classes, width, depth, kernel, stride)
+
+    return train_and_measure(f"search-w{width}-d{depth}-k{kernel}-s{stride}", build, data,
+                             epochs, seed, cache)
+
+
+def search(data: Dataset, grid: Sequence[tuple[int, int, int, int]], epochs: int = 5,
+           flash_budget: int = 20 * 1024, arena_budget: int = 5 * 1024,
+           seed: int = 0) -> pd.DataFrame:
+    """Measure each (width, depth, kernel, stride) of ``grid``; flag those within both budgets.
+
+    Returns:
+        One row per candidate (indexed by its name) with :func:`train_and_measure`'s columns,
+        ``accuracy %``, ``flash KB``, ``arena KB`` and ``fits`` (both budgets met).
+    """
+    rows = {}
+    for width, depth, kernel, stride in grid:
+        rows[f"w{width} d{depth} k{kernel} s{stride}"] = {
+            "width": width, "depth": depth, "kernel": kernel, "stride": stride,
+            **measure_candidate(data, width, depth, kernel, stride, epochs, seed)}
+    table = pd.DataFrame(rows).T
+    table["accuracy %"] = 100 * table["accuracy"]
+    table["flash KB"], table["arena KB"] = table["flash_bytes"] / 1024, table["arena_bytes"] / 1024
+    table["fits"] = (table["flash_bytes"] <= flash_budget) & (table["arena_bytes"] <= arena_budget)
+    return table
+
+
+def budget_explorer(table: pd.DataFrame, arena_budgets_kb: Sequence[float],
+                    flash_budget_kb: float = 20.0, prerender: bool = False):
+    """An arena-budget slider over a :func:`search` table: who fits, and the best that does."""
+    from helpers import plots, widgets  # imported here: ipywidgets only for the explorer
+
+    budgets = {float(b): table[(table["arena KB"] <= b) & (table["flash KB"] <= flash_budget_kb)]
+               for b in arena_budgets_kb}
+
+    def setup(figure):
+        ax = figure.subplots()
+        plots.tradeoff(table, "arena KB", "accuracy %", "Accuracy vs measured TFLM arena", ax=ax)
+
+    def draw(value, fitting, figure):
+        ax = figure.axes[0]
+        ax.axvline(value, color=plots.COLORS["accent"], alpha=0.6)
+        if len(fitting):
+            ax.scatter(fitting["arena KB"], fitting["accuracy %"], s=80, facecolors="none",
+                       edgecolors=plots.COLORS["edge"], linewidths=2, zorder=5)
+            best = fitting["accuracy %"].idxmax()
+            return (f"<b>arena <= {value:.1f} KB</b>, flash <= {flash_budget_kb:.0f} KB: "
+                    f"{len(fitting)} of {len(table)} fit; best <b>{best}</b> at "
+                    f"<b>{fitting.loc[best, 'accuracy %']:.1f} %</b>")
+        return f"<b>arena <= {value:.1f} KB</b>: no candidate fits"
+
+    return widgets.sweep_explorer(budgets, list(budgets), draw, setup, description="arena KB",
+                                  format_value=lambda b: f"{b:.1f}", prerender=prerender)
 
 
 # ---------------------------------------------------------------------------- depth

@@ -21,7 +21,7 @@ Used by ``lessons/deeper/structured_pruning_and_lottery_ticket.ipynb`` and
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
