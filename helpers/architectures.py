@@ -251,10 +251,10 @@ def budget_explorer(table: pd.DataFrame, arena_budgets_kb: Sequence[float],
             ax.scatter(fitting["arena KB"], fitting["accuracy %"], s=80, facecolors="none",
                        edgecolors=plots.COLORS["edge"], linewidths=2, zorder=5)
             best = fitting["accuracy %"].idxmax()
-            return (f"<b>arena <= {value:.1f} KB</b>, flash <= {flash_budget_kb:.0f} KB: "
+            return (f"<b>arena budget {value:.1f} KB</b>, flash budget {flash_budget_kb:.0f} KB: "
                     f"{len(fitting)} of {len(table)} fit; best <b>{best}</b> at "
                     f"<b>{fitting.loc[best, 'accuracy %']:.1f} %</b>")
-        return f"<b>arena <= {value:.1f} KB</b>: no candidate fits"
+        return f"<b>arena budget {value:.1f} KB</b>: no candidate fits"
 
     return widgets.sweep_explorer(budgets, list(budgets), draw, setup, description="arena KB",
                                   format_value=lambda b: f"{b:.1f}", prerender=prerender)
