@@ -78,3 +78,20 @@ def test_budget_explorer_names_the_best_fitting_candidate():
     assert "no candidate fits" in explorer.labels.value
     explorer.slider.value = 8.0
     assert "big" in explorer.labels.value
+
+
+def test_the_notebooks_hand_counts_agree_with_keras():
+    """The lesson's by-hand table and its Keras layers give the same params and MACs."""
+    from pathlib import Path
+
+    import nbformat
+
+    path = (Path(__file__).resolve().parent.parent / "lessons" / "deeper"
+            / "efficient_architectures.ipynb")
+    cells = {c.get("id"): c.source for c in nbformat.read(path, as_version=4).cells}
+    namespace = {"pd": pd, "keras": keras, "architectures": arch}
+    for cell_id in ("by-hand", "keras-check"):
+        exec(compile(cells[cell_id], cell_id, "exec"), namespace)  # noqa: S102
+    for name in ("standard", "separable"):
+        model = namespace[name]
+        assert (model.count_params(), arch.count_macs(model)) == namespace["by_hand"][name]

@@ -159,3 +159,16 @@ def test_lab6_gives_nothing_for_the_reference_code(tmp_path):
     for grade_id in ("test_layer_mask", "test_rewind"):
         assert rows[grade_id].status == "failed"
         assert "graded code must be your own" in rows[grade_id].reason, rows[grade_id].reason
+
+
+def test_the_notebooks_inline_rewind_is_the_helpers(digits, capsys):
+    """The lesson's four lines (mask from the trained kernel, rewind onto the initial one)."""
+    import nbformat
+
+    path = REPO / "lessons" / "deeper" / "structured_pruning_and_lottery_ticket.ipynb"
+    source = next(c.source for c in nbformat.read(path, as_version=4).cells
+                  if c.get("id") == "rewind-by-hand")
+    namespace = {"np": np, "lottery": lottery, "ds": digits}
+    exec(compile(source, "rewind-by-hand", "exec"), namespace)  # noqa: S102
+    assert "ticket == helper: True" in capsys.readouterr().out
+    assert abs(namespace["mask"].mean() - 0.2) < 0.01
