@@ -62,11 +62,25 @@ def _origin(obj) -> str | None:
     return module if isinstance(module, str) else None
 
 
+def _public_module(origin: str, name: str, obj) -> str:
+    """The shortest package that exposes ``obj`` as ``name``: ``helpers.pruning`` for what
+    ``helpers.pruning.magnitude`` defines and the package re-exports (the name a student
+    imported)."""
+    parts = origin.split(".")
+    for end in range(1, len(parts)):
+        package = sys.modules.get(".".join(parts[:end]))
+        if package is not None and getattr(package, name, None) is obj:
+            return package.__name__
+    return origin
+
+
 def _qualified(obj) -> str:
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
     origin = _origin(obj)
     if origin and isinstance(name, str):
-        return name if isinstance(obj, types.ModuleType) else f"{origin}.{name}"
+        if isinstance(obj, types.ModuleType):
+            return name
+        return f"{_public_module(origin, name, obj)}.{name}"
     return type(obj).__name__
 
 
