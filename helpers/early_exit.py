@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import _validate, cache, measure
+from helpers import _validate, cache, measure, models, plots, widgets
 from helpers._tf import keras
 
 __all__ = ["STAGE1", "EXIT1", "STAGE2", "early_exit_lenet", "train_early_exit", "stage_macs",
@@ -55,8 +55,6 @@ def train_early_exit(data, epochs: int = 4, exit_weight: float = 0.5, seed: int 
     """The early-exit LeNet, started from the cached LeNet-5 (``helpers.models.pretrained``)
     and fine-tuned jointly on ``data`` (loss: exit_weight * CE(exit1) + CE(final)) with a
     cosine-decayed learning rate; trained once per recipe, then cached."""
-    from helpers import models
-
     data = _validate.dataset(data)
     epochs = _validate.epochs(epochs)
     exit_weight = _validate.number(exit_weight, "exit_weight", 0.0, 10.0)
@@ -146,8 +144,6 @@ def threshold_explorer(sweep: pd.DataFrame, final_accuracy: float, prerender: bo
 
     ``final_accuracy`` (in %) is the final exit alone, drawn as the reference line.
     """
-    from helpers import plots, widgets
-
     if not isinstance(sweep, pd.DataFrame) or not {"accuracy %", "MACs %"} <= set(sweep):
         raise ValueError("sweep must be the DataFrame from early_exit.threshold_sweep")
 

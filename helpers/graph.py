@@ -22,7 +22,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from helpers import _validate, measure
+from helpers import _validate, measure, plots, widgets
 from helpers._tf import keras, tf
 
 __all__ = ["bn_cnn", "fold_batch_norm", "fold_batch_norms", "BOOKKEEPING_OPS", "tf_graph_ops",
@@ -345,8 +345,6 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> keras.Mode
 
 def im2col_explorer(table: pd.DataFrame, prerender: bool = False):
     """A kernel-size slider over :func:`im2col_sweep`: input bytes vs patch-matrix bytes."""
-    from helpers import plots, widgets
-
     sizes = list(table.index)
     top = float(table["im2col KB"].max()) * 1.15
 

@@ -31,9 +31,9 @@ from tensorflow.lite.python import schema_py_generated  # noqa: E402
 
 __all__ = ["TFLITE_FILE_ID", "count_params", "count_nonzero", "kernels", "sparsity", "to_tflite",
            "keras_bytes", "gzip_bytes", "load_tflite", "tflite_schema", "tflite_interpreter",
-           "predict_tflite", "predict", "accuracy", "classification_metrics", "latency_tflite_ms",
-           "latency_keras_ms", "Report", "evaluate", "tflite_weight_counts", "compare",
-           "standard_error", "Spread", "spread", "paired_drop", "describe_drop"]
+           "predict_tflite", "predict", "accuracy", "classification_metrics", "median_ms",
+           "latency_tflite_ms", "latency_keras_ms", "Report", "evaluate", "tflite_weight_counts",
+           "compare", "standard_error", "Spread", "spread", "paired_drop", "describe_drop"]
 
 TFLITE_FILE_ID = b"TFL3"  # the flatbuffer file identifier of every .tflite file (bytes 4-8)
 
@@ -199,7 +199,9 @@ def classification_metrics(model, x: np.ndarray, y: np.ndarray) -> dict[str, flo
             "recall": float(recall), "f1": float(f1)}
 
 
-def _median_ms(call, runs: int, warmup: int) -> float:
+def median_ms(call, runs: int = 200, warmup: int = 20) -> float:
+    """Median wall time of ``call()`` in milliseconds, after ``warmup`` untimed calls (every
+    runtime's batch-1 latency is measured this way)."""
     runs = _validate.positive_int(runs, "runs")
     for _ in range(warmup):
         call()
@@ -217,14 +219,14 @@ def latency_tflite_ms(flatbuffer: bytes, runs: int = 200, warmup: int = 20) -> f
     inp = interpreter.get_input_details()[0]
     sample = np.zeros(inp["shape"], dtype=inp["dtype"])
     interpreter.set_tensor(inp["index"], sample)
-    return _median_ms(interpreter.invoke, runs, warmup)
+    return median_ms(interpreter.invoke, runs, warmup)
 
 
 def latency_keras_ms(model: keras.Model, runs: int = 200, warmup: int = 20) -> float:
     """Median batch-1 latency in milliseconds of a compiled (``tf.function``) Keras call."""
     sample = tf.zeros((1,) + tuple(model.input_shape[1:]), dtype=tf.float32)
     call = tf.function(lambda x: model(x, training=False))
-    return _median_ms(lambda: call(sample).numpy(), runs, warmup)
+    return median_ms(lambda: call(sample).numpy(), runs, warmup)
 
 
 # ---------------------------------------------------------------------------- reports

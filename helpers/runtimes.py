@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from helpers import _validate
+from helpers import _validate, cache, measure, plots, widgets
+from helpers._tf import captured_output, tf
 
 __all__ = ["available", "INSTALL_PYTORCH", "quiet_pytorch", "to_onnx", "onnx_session", "predict_onnx",
            "latency_onnx_ms", "onnx_ops", "ImageCalibrationReader", "quantize_onnx_dynamic",
@@ -59,18 +59,6 @@ def _images(x, name: str = "x") -> np.ndarray:
     return x
 
 
-def _median_ms(call, runs: int, warmup: int) -> float:
-    runs = _validate.positive_int(runs, "runs")
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
-
-
 # ---------------------------------------------------------------------------- ONNX
 def to_onnx(model, opset: int = 17) -> bytes:
     """Convert a built Keras model to ONNX bytes with tf2onnx (input ``"image"``, any batch)."""
@@ -78,8 +66,6 @@ def to_onnx(model, opset: int = 17) -> bytes:
     opset = _validate.integer(opset, "opset", 9, 21)
     _require("tf2onnx")
     import tf2onnx
-
-    from helpers._tf import captured_output, tf
 
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image"),)
     result, error, _ = captured_output(
@@ -124,7 +110,7 @@ def latency_onnx_ms(model: bytes, input_shape=(28, 28, 1), runs: int = 200,
     """Median batch-1 latency in milliseconds through ONNX Runtime (1 thread)."""
     session = onnx_session(model)
     feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), np.float32)}
-    return _median_ms(lambda: session.run(None, feed), runs, warmup)
+    return measure.median_ms(lambda: session.run(None, feed), runs, warmup)
 
 
 def onnx_ops(model: bytes) -> dict[str, int]:
@@ -209,8 +195,6 @@ def quiet_pytorch() -> None:
     if available()["executorch"]:
         from executorch.extension.pybindings import portable_lib
 
-        from helpers._tf import captured_output
-
         captured_output(lambda: captured_output(portable_lib._threadpool_get_thread_count, fd=1))
 
 
@@ -284,7 +268,7 @@ def latency_torch_ms(module, input_shape=(28, 28, 1), runs: int = 200,
     def call():
         with torch.inference_mode():
             module(sample)
-    return _median_ms(call, runs, warmup)
+    return measure.median_ms(call, runs, warmup)
 
 
 def quantize_torch_dynamic(module):
@@ -367,8 +351,6 @@ def cached_executorch(module, key: str, input_shape=(28, 28, 1), xnnpack: bool =
     Exporting with the XNNPACK partitioner takes tens of seconds on 2 busy cores; the
     program's bytes are stored with ``helpers.cache.cached_arrays``.
     """
-    from helpers import cache
-
     arrays = cache.cached_arrays(f"{key}-{'xnnpack' if xnnpack else 'portable'}", lambda: {
         "pte": np.frombuffer(to_executorch(module, input_shape, xnnpack), np.uint8)})
     return arrays["pte"].tobytes()
@@ -377,8 +359,6 @@ def cached_executorch(module, key: str, input_shape=(28, 28, 1), xnnpack: bool =
 def _executorch_method(program: bytes):
     _require("executorch")
     from executorch.runtime import Runtime
-
-    from helpers._tf import captured_output
 
     method, error, _ = captured_output(  # the runtime prints CPU probing lines from C++
         lambda: Runtime.get().load_program(bytes(program)).load_method("forward"))
@@ -400,7 +380,7 @@ def latency_executorch_ms(program: bytes, input_shape=(28, 28, 1), runs: int = 2
     """Median batch-1 latency in milliseconds of an ExecuTorch program."""
     torch, method = _torch(), _executorch_method(program)
     sample = [torch.zeros((1, input_shape[2], input_shape[0], input_shape[1]))]
-    return _median_ms(lambda: method.execute(sample), runs, warmup)
+    return measure.median_ms(lambda: method.execute(sample), runs, warmup)
 
 
 # ---------------------------------------------------------------------------- explorer
@@ -412,8 +392,6 @@ def runtime_explorer(table, baseline: str | None = None, prerender: bool = False
     plot of all of them, with its accuracy against ``baseline`` (default: the first row).
     """
     import pandas as pd
-
-    from helpers import plots, widgets
 
     if not isinstance(table, pd.DataFrame) or table.empty or not {
             "KB", "latency ms", "accuracy %"} <= set(table.columns):
@@ -446,8 +424,6 @@ def runtime_explorer(table, baseline: str | None = None, prerender: bool = False
 def deployment_row(runtime: str, program_bytes: int, logits: np.ndarray, labels: np.ndarray,
                    latency_ms: float) -> dict:
     """One row of the runtime table: file KB, accuracy % with its standard error, latency."""
-    from helpers import measure
-
     logits, labels = np.asarray(logits), np.asarray(labels)
     if len(logits) != len(labels):
         raise ValueError(f"logits and labels must have the same length, got {len(logits)} "
