@@ -257,7 +257,9 @@ def test_a_built_deck_runs_offline_with_speaker_notes(demo_deck):
             page.screenshot(path=SCREENSHOTS / "deck_figure_slide.png")
             figure_slide = page.evaluate("Reveal.getIndices()")
             page.evaluate("Reveal.next()")  # the formula fragment: MathJax typesets it offline
-            page.wait_for_function("() => document.querySelector('.MathJax_CHTML')",
+            # .mjx-chtml is CommonHTML's output; chromium with --disable-gpu leaves out the
+            # MathJax_CHTML class the GPU path adds, so only this one is a reliable sign
+            page.wait_for_function("() => document.querySelector('.mjx-chtml')",
                                    timeout=30_000)
             page.evaluate("Reveal.next()")
             assert "Q1. " in page.evaluate("Reveal.getCurrentSlide().innerText")  # the quiz
