@@ -28,16 +28,6 @@ __all__ = ["SWEEP_CLUSTERS", "cluster_sweep", "init_comparison", "sparsity_prese
 SWEEP_CLUSTERS = (2, 3, 4, 6, 8, 12, 16, 32, 64)
 
 
-def _kernel_sparsity(model: keras.Model) -> float:
-    """Fraction of zeros over all kernels, read layer by layer.
-
-    (After ``strip_clustering`` every kernel is named ``kernel:0``, so a lookup by weight
-    name would see one layer only.)
-    """
-    kernels = [w for layer in model.layers for w in layer.get_weights() if w.ndim >= 2]
-    return 1.0 - sum(np.count_nonzero(w) for w in kernels) / sum(w.size for w in kernels)
-
-
 def _sizes(model: keras.Model) -> tuple[int, int]:
     flatbuffer = measure.to_tflite(model)
     return len(flatbuffer), measure.gzip_bytes(flatbuffer)
@@ -144,7 +134,7 @@ def sparsity_preservation(pruned: keras.Model, data, clusters: int = 8, epochs: 
             model = pruned if keep is None else cluster_with_tfmot(
                 pruned, clusters, "kmeans++", data, epochs, learning_rate,
                 preserve_sparsity=keep)
-            rows.append([_kernel_sparsity(model),
+            rows.append([measure.sparsity(model),
                          measure.accuracy(model, data.x_test, data.y_test),
                          *_sizes(model)])
         return {"table": np.array(rows, dtype=np.float64)}
