@@ -13,21 +13,24 @@ name, so the two runs never share a model.
 """
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from helpers import _validate
 
 __all__ = ["cache_dir", "atomic_write", "cache_key", "model_digest", "cached_model",
-           "cached_arrays", "seed_offset", "seeded"]
+           "cached_arrays", "Busy", "share_work", "seed_offset", "seeded"]
 
 
 def seed_offset() -> int:
@@ -108,6 +111,55 @@ def _path(key: str, suffix: str) -> Path:
     return cache_dir() / (f"{key}{f'-seedshift{shift}' if shift else ''}{suffix}")
 
 
+class Busy(Exception):
+    """Another process is computing this cache entry right now (only inside :func:`share_work`)."""
+
+
+_SKIP_BUSY = contextvars.ContextVar("skip_busy", default=False)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the entry's file lock: wait for it, or raise :class:`Busy` in ``share_work``'s
+    first pass."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        if not _SKIP_BUSY.get():
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(path.name) from None
+        yield
+
+
+Job = TypeVar("Job")
+
+
+def share_work(jobs: Sequence[Job], run: Callable[[Job], object]) -> list:
+    """``[run(job) for job in jobs]``, shared with other processes that run the same jobs.
+
+    ``run`` fills the cache (``cached_model``, ``cached_arrays``). A first pass runs every job
+    whose entries no other process is computing and defers the others; a second pass waits
+    for those (their results are then loaded). Two test workers, or two students on a hub,
+    that start the same experiment thus train half of it each instead of one waiting for the
+    other to train all of it. The results are the same as the plain loop's, in ``jobs``'s
+    order.
+    """
+    results, deferred = {}, []
+    for index, job in enumerate(jobs):
+        token = _SKIP_BUSY.set(True)
+        try:
+            results[index] = run(job)
+        except Busy:
+            deferred.append(index)
+        finally:
+            _SKIP_BUSY.reset(token)
+    for index in deferred:
+        results[index] = run(jobs[index])
+    return [results[index] for index in range(len(jobs))]
+
+
 def cached_model(key: str, build_model: Callable[[], object],
                  fit: Callable[[object], object]):
     """Return ``build_model()`` with weights from the cache, training it with ``fit`` once.
@@ -116,8 +168,7 @@ def cached_model(key: str, build_model: Callable[[], object],
     stale file is retrained and replaced.
     """
     path = _path(key, ".weights.h5")
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path):
         model = build_model()
         if path.exists():
             try:
@@ -144,8 +195,7 @@ def cached_arrays(key: str, compute: Callable[[], Mapping[str, np.ndarray]],
     if not cache:
         return {name: np.asarray(value) for name, value in compute().items()}
     path = _path(key, ".npz")
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path):
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as saved:

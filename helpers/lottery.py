@@ -28,7 +28,7 @@ import pandas as pd
 
 from helpers import _validate, measure, models, plots, pruning
 from helpers._tf import keras
-from helpers.cache import cache_key, cached_arrays, cached_model
+from helpers.cache import cache_key, cached_arrays, cached_model, share_work
 from helpers.data import Dataset
 
 __all__ = ["lottery_mlp", "round_sparsities", "prune_surviving", "rewind", "random_reinit",
@@ -216,13 +216,14 @@ def lottery_experiment(data: Dataset, seeds: Sequence[int] = (0, 1, 2), rounds: 
             current = ticket
         return {"rows": np.array(rows, dtype=np.float64)}
 
-    frames = []
-    for seed in seeds:
+    def frame(seed: int) -> pd.DataFrame:
         key = f"lottery-imp-{data.name}-seed{seed}-" + cache_key(
             rounds, rate, epochs, hidden, len(data.x_train), "v1")
         rows = cached_arrays(key, lambda: run(seed), cache)["rows"]
-        frame = pd.DataFrame(rows, columns=["round", "sparsity", "ticket", "reinit"])
-        frames.append(frame.assign(seed=seed, round=frame["round"].astype(int)))
+        table = pd.DataFrame(rows, columns=["round", "sparsity", "ticket", "reinit"])
+        return table.assign(seed=seed, round=table["round"].astype(int))
+
+    frames = share_work(seeds, frame)  # parallel workers take different seeds
     return pd.concat(frames, ignore_index=True)[["seed", "round", "sparsity", "ticket",
                                                   "reinit"]]
 
@@ -266,11 +267,12 @@ def iterative_vs_one_shot(data: Dataset, final_sparsity: float, cycles: int = 4,
         return {"row": np.array([_accuracy(dense, data), _accuracy(one, data),
                                  _accuracy(work, data), _sparsity(masks), _sparsity(one_masks)])}
 
-    rows = []
-    for seed in seeds:
+    def row(seed: int) -> list:
         key = f"lottery-iterative-{data.name}-seed{seed}-" + cache_key(
             final, cycles, epochs_per_cycle, dense_epochs, hidden, len(data.x_train), "v2")
-        rows.append([seed, *cached_arrays(key, lambda: run(seed), cache)["row"]])
+        return [seed, *cached_arrays(key, lambda: run(seed), cache)["row"]]
+
+    rows = share_work(seeds, row)  # parallel workers take different seeds
     return pd.DataFrame(rows, columns=["seed", "dense", "one_shot", "iterative",
                                        "sparsity_iterative", "sparsity_one_shot"])
 

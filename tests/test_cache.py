@@ -1,5 +1,10 @@
 """Tests for helpers.cache: atomic writes, keys, weight digests, cached models and arrays, and
 the EDGE_AI_SEED shift. Models here are tiny and untrained (a few seconds in all)."""
+import json
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -95,3 +100,40 @@ def test_seed_shift_changes_seeds_and_cache_files(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_AI_SEED", "two")
     with pytest.raises(ValueError, match="EDGE_AI_SEED must be an integer, got 'two'"):
         cache.seed_offset()
+
+
+# Two processes run the same six jobs through share_work; each job takes 1 s and records
+# which process computed it. A plain loop makes the later process wait and then load (it
+# computes 0 or 1 of the six); sharing splits them about 3 / 3, and still at least 2 / 4
+# when one process starts a second late.
+_WORKER = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np
+    from helpers import cache
+
+    def run(job):
+        def compute():
+            time.sleep(1.0)
+            return {"by": np.array([os.getpid()]), "job": np.array([job])}
+        return int(cache.cached_arrays(f"job{job}", compute)["by"][0])
+
+    print(json.dumps({"pid": os.getpid(), "by": cache.share_work(list(range(6)), run)}))
+""")
+
+
+def test_share_work_splits_the_jobs_between_processes_and_each_runs_once(tmp_path):
+    env = {**__import__("os").environ, "EDGE_AI_CACHE": str(tmp_path)}
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER], env=env, text=True,
+                                stdout=subprocess.PIPE) for _ in range(2)]
+    outputs = [json.loads(worker.communicate(timeout=120)[0]) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers)
+    first, second = outputs
+    assert first["by"] == second["by"]  # both see every job's one result, in order
+    computed = {pid: first["by"].count(pid) for pid in (first["pid"], second["pid"])}
+    assert sum(computed.values()) == 6 and min(computed.values()) >= 2, computed
+
+
+def test_share_work_in_one_process_is_the_plain_loop(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_AI_CACHE", str(tmp_path))
+    assert cache.share_work([3, 1, 2], lambda job: job * 10) == [30, 10, 20]
+    assert cache.share_work([], lambda job: job) == []

@@ -1,11 +1,14 @@
 """The lesson's experiments: the label-scarce student and the student that never saw a digit."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
 from helpers import models
 from helpers._validate import positive_int
+from helpers.cache import share_work
 from helpers.distillation.training import METHODS, train_student
 
 __all__ = ["LABEL_COUNTS", "label_scarce", "summarize", "bias_shift", "omitted_class"]
@@ -20,6 +23,7 @@ def _accuracy_pct(logits, y) -> float:
 
 def _predict(model, x) -> np.ndarray:
     return model.predict(x, batch_size=512, verbose=0)
+
 
 
 def label_scarce(data, label_counts=None, seeds=(0, 1, 2), teacher: str = "lenet5",
@@ -51,19 +55,23 @@ def label_scarce(data, label_counts=None, seeds=(0, 1, 2), teacher: str = "lenet
     seeds, counts = list(seeds), [positive_int(n, "labels") for n in label_counts]
     if not seeds or not counts:
         raise ValueError("seeds and label_counts must each hold at least one value")
-    rows = []
+    teacher_of = functools.cache(lambda seed: models.pretrained(teacher, data, seed,
+                                                                progress=progress))
+
+    def run(job):
+        seed, count, method = job
+        model = teacher_of(seed)
+        if method != "teacher":
+            model = train_student(model, data, method, seed, labels=count, progress=progress,
+                                  **recipe)
+        return {"seed": seed, "labels": count, "method": method,
+                "accuracy %": _accuracy_pct(_predict(model, data.x_test), data.y_test)}
+
+    jobs = []
     for seed in seeds:
-        model = models.pretrained(teacher, data, seed, progress=progress)
-        rows.append({"seed": seed, "labels": len(data.y_train), "method": "teacher",
-                     "accuracy %": _accuracy_pct(_predict(model, data.x_test), data.y_test)})
-        for count in counts:
-            for method in METHODS:
-                student = train_student(model, data, method, seed, labels=count,
-                                        progress=progress, **recipe)
-                rows.append({"seed": seed, "labels": count, "method": method,
-                             "accuracy %": _accuracy_pct(_predict(student, data.x_test),
-                                                         data.y_test)})
-    return pd.DataFrame(rows)
+        jobs += [(seed, len(data.y_train), "teacher")]
+        jobs += [(seed, count, method) for count in counts for method in METHODS]
+    return pd.DataFrame(share_work(jobs, run))  # parallel workers train different students
 
 
 def summarize(results: pd.DataFrame, test_size: int = 1000) -> pd.DataFrame:
@@ -151,22 +159,25 @@ def omitted_class(data, digit: int = 3, seeds=(0, 1, 2), teacher: str = "lenet5"
     if not seeds:
         raise ValueError("seeds must name at least one seed, got an empty list")
     is_digit = np.asarray(data.y_test) == int(digit)
-    rows = []
-    for seed in seeds:
-        model = models.pretrained(teacher, data, seed, progress=progress)
+    teacher_of = functools.cache(lambda seed: models.pretrained(teacher, data, seed,
+                                                                progress=progress))
+
+    def run(job):
+        seed, method = job
+        model = teacher_of(seed)
         share = float(np.mean(np.argmax(_predict(model, data.x_train), -1) == digit))
-        for method in METHODS:
-            student = train_student(model, data, method, seed, omit_class=digit,
-                                    progress=progress, **recipe)
-            shift = bias_shift(_predict(student, data.x_train), digit, share)
-            logits = _predict(student, data.x_test)
-            corrected = logits.copy()
-            corrected[:, digit] += shift
-            rows.append({"seed": seed, "method": method,
-                         "digit %": _accuracy_pct(logits[is_digit], data.y_test[is_digit]),
-                         "digit % corrected": _accuracy_pct(corrected[is_digit],
-                                                            data.y_test[is_digit]),
-                         "others %": _accuracy_pct(logits[~is_digit], data.y_test[~is_digit]),
-                         "all % corrected": _accuracy_pct(corrected, data.y_test),
-                         "shift": shift})
-    return pd.DataFrame(rows)
+        student = train_student(model, data, method, seed, omit_class=digit,
+                                progress=progress, **recipe)
+        shift = bias_shift(_predict(student, data.x_train), digit, share)
+        logits = _predict(student, data.x_test)
+        corrected = logits.copy()
+        corrected[:, digit] += shift
+        return {"seed": seed, "method": method,
+                "digit %": _accuracy_pct(logits[is_digit], data.y_test[is_digit]),
+                "digit % corrected": _accuracy_pct(corrected[is_digit], data.y_test[is_digit]),
+                "others %": _accuracy_pct(logits[~is_digit], data.y_test[~is_digit]),
+                "all % corrected": _accuracy_pct(corrected, data.y_test),
+                "shift": shift}
+
+    jobs = [(seed, method) for seed in seeds for method in METHODS]
+    return pd.DataFrame(share_work(jobs, run))  # parallel workers train different students
