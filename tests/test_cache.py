@@ -1,6 +1,7 @@
 """Tests for helpers.cache: atomic writes, keys, weight digests, cached models and arrays, and
 the EDGE_AI_SEED shift. Models here are tiny and untrained (a few seconds in all)."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -107,7 +108,7 @@ def test_seed_shift_changes_seeds_and_cache_files(tmp_path, monkeypatch):
 # computes 0 or 1 of the six); sharing splits them about 3 / 3, and still at least 2 / 4
 # when one process starts a second late.
 _WORKER = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, time
     import numpy as np
     from helpers import cache
 
@@ -122,7 +123,7 @@ _WORKER = textwrap.dedent("""
 
 
 def test_share_work_splits_the_jobs_between_processes_and_each_runs_once(tmp_path):
-    env = {**__import__("os").environ, "EDGE_AI_CACHE": str(tmp_path)}
+    env = {**os.environ, "EDGE_AI_CACHE": str(tmp_path)}
     workers = [subprocess.Popen([sys.executable, "-c", _WORKER], env=env, text=True,
                                 stdout=subprocess.PIPE) for _ in range(2)]
     outputs = [json.loads(worker.communicate(timeout=120)[0]) for worker in workers]

@@ -25,6 +25,10 @@ def _predict(model, x) -> np.ndarray:
     return model.predict(x, batch_size=512, verbose=0)
 
 
+def _teachers(name: str, data, progress: bool):
+    """``seed -> models.pretrained(name, data, seed)``, each teacher loaded once."""
+    return functools.cache(lambda seed: models.pretrained(name, data, seed, progress=progress))
+
 
 def label_scarce(data, label_counts=None, seeds=(0, 1, 2), teacher: str = "lenet5",
                  progress: bool = False, **recipe) -> pd.DataFrame:
@@ -55,8 +59,7 @@ def label_scarce(data, label_counts=None, seeds=(0, 1, 2), teacher: str = "lenet
     seeds, counts = list(seeds), [positive_int(n, "labels") for n in label_counts]
     if not seeds or not counts:
         raise ValueError("seeds and label_counts must each hold at least one value")
-    teacher_of = functools.cache(lambda seed: models.pretrained(teacher, data, seed,
-                                                                progress=progress))
+    teacher_of = _teachers(teacher, data, progress)
 
     def run(job):
         seed, count, method = job
@@ -159,8 +162,7 @@ def omitted_class(data, digit: int = 3, seeds=(0, 1, 2), teacher: str = "lenet5"
     if not seeds:
         raise ValueError("seeds must name at least one seed, got an empty list")
     is_digit = np.asarray(data.y_test) == int(digit)
-    teacher_of = functools.cache(lambda seed: models.pretrained(teacher, data, seed,
-                                                                progress=progress))
+    teacher_of = _teachers(teacher, data, progress)
 
     def run(job):
         seed, method = job
