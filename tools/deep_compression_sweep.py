@@ -26,6 +26,8 @@ SETTINGS = {  # name: (recipe, epochs)
     "old pipeline settings + teacher, 16 ep": (R, 16),
     "old pipeline settings + teacher, 32 ep": (R, 32),
     "old pipeline settings, no teacher, 32 ep": (replace(R, alpha=1.0), 32),
+    "old pipeline settings + teacher, 48 ep": (R, 48),
+    "old pipeline settings + teacher, 64 ep": (R, 64),
 }
 
 
