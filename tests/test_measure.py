@@ -69,6 +69,30 @@ def test_sizes_are_real_files(tiny):
     assert measure.gzip_bytes(zeros) < 200 < 39_000 < measure.gzip_bytes(noise)
 
 
+def test_to_tflite_converts_a_changed_model_again(tiny, monkeypatch):
+    """The memo is keyed by content: same model, one conversion; new weights or a new
+    layer name, a new flatbuffer."""
+    from helpers import tflite
+
+    monkeypatch.setattr(measure, "_CONVERTED", {})  # other tests converted `tiny` already
+    conversions = []
+    convert = tflite.convert
+    monkeypatch.setattr(tflite, "convert", lambda *a: conversions.append(1) or convert(*a))
+    clone = keras.models.clone_model(tiny)
+    clone.set_weights(tiny.get_weights())
+    first = measure.to_tflite(clone)
+    assert measure.to_tflite(clone) == first and len(conversions) == 1
+    clone.set_weights([w + 1 for w in clone.get_weights()])
+    changed = measure.to_tflite(clone)
+    assert changed != first and len(conversions) == 2
+    np.testing.assert_allclose(measure.predict(changed, np.ones((1, 4), np.float32)),
+                               clone(np.ones((1, 4), np.float32)).numpy(), atol=1e-5)
+    renamed = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)),
+                                keras.layers.Dense(3, name="other")])
+    renamed.set_weights(clone.get_weights())
+    assert measure.to_tflite(renamed) != changed and len(conversions) == 3
+
+
 def test_tflite_predictions_match_keras(trained, digits):
     flatbuffer = measure.to_tflite(trained)
     np.testing.assert_allclose(measure.predict(flatbuffer, digits.x_test[:50]),

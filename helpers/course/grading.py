@@ -7,7 +7,8 @@ Written answers (``grade: true, solution: true`` or ``task: true``) are listed a
 manual grading; their points are not in ``score``. Test cells and locked cells always run in
 the lab's version, matched by ``grade_id``, so students cannot weaken, delete or reorder them.
 
-``grade_many`` grades many submissions at once, each in its own worker process and kernel.
+``grade_many`` grades many submissions at once, each in its own worker process and kernel,
+both forked from a server that has imported TensorFlow once (``helpers.course.forkserver``).
 The command line is ``python -m helpers.course grade`` (``helpers.course.cli``).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.course import kernel, labs
+from helpers.course import forkserver, kernel, labs
 from helpers.course.labs import check_labs, generate_labs
 from helpers.course.report import CSV_COLUMNS, format_result
 
@@ -312,23 +313,22 @@ class _Workers:
         # size themselves to every core and spin against each other
         threads = str(max(1, default_jobs() // jobs))
         self.env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-                    "OMP_NUM_THREADS": threads}
+                    "OMP_NUM_THREADS": threads, **os.environ}
 
     def grade(self, submission: Path, solutions_dir: Path, timeout: float,
               cell_timeout: float | None, memory_mb: float | None) -> GradeResult:
         """``grade`` in a separate Python process, so one bad grading cannot stop the others."""
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**self.env, **os.environ, "PYTHONPATH": os.pathsep.join(
-            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         job = {"submission": str(submission), "solutions": str(solutions_dir),
                "timeout": timeout, "cell_timeout": cell_timeout, "memory_mb": memory_mb}
         with self.lock:
             if self.stopping:
                 return GradeResult(submission=submission, error="grading interrupted")
             worker = subprocess.Popen(
-                [sys.executable, "-c", "from helpers.course.grading import _worker; _worker()"],
+                forkserver.python_argv(
+                    ["-c", "from helpers.course.grading import _worker; _worker()"],
+                    self.env),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, env=env)
+                text=True, env=self.env)
             self.running.add(worker)
         try:
             out, err = worker.communicate(json.dumps(job), timeout=timeout + _WORKER_MARGIN_S)
@@ -363,7 +363,8 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
 
     Each kernel gets one share of the cores for TensorFlow's thread pools
     (``TF_NUM_INTRAOP_THREADS`` etc. = cores // jobs, unless already set), so parallel
-    kernels do not spin against each other.
+    kernels do not spin against each other. Workers and kernels are forks of one
+    ``forkserver`` started for the call, so none of them imports TensorFlow again.
 
     Args:
         submissions: The notebooks to grade.
@@ -395,7 +396,8 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
     paths = [Path(path) for path in submissions]
     results: list[GradeResult | None] = [None] * len(paths)
     workers = _Workers(jobs)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with forkserver.running(workers.env) as workers.env, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             futures = {pool.submit(workers.grade, path, solutions_dir, timeout, cell_timeout,
                                    memory_mb): number for number, path in enumerate(paths)}

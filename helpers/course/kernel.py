@@ -3,7 +3,8 @@
 ``run_cells`` starts a kernel on this interpreter (whatever kernel the notebook names), runs
 the cells one by one, continuing after errors, under a time limit per notebook and per cell
 and an optional memory limit (the kernel's address space, ``RLIMIT_AS``), stores at most
-``OUTPUT_LIMIT_BYTES`` of outputs, and always shuts the kernel down. The kernel inherits the
+``OUTPUT_LIMIT_BYTES`` of outputs, and always shuts the kernel down. Under ``grade_many`` the
+kernel is a fork of its server, with TensorFlow already imported (``forkserver``). The kernel inherits the
 grader's environment, so ``EDGE_AI_CACHE`` (and the trained models in it) is shared.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from helpers.course import forkserver
 from helpers.course.labs import first_line
 
 __all__ = ["OUTPUT_LIMIT_BYTES", "run_cells"]
@@ -47,7 +49,12 @@ class _CurrentPythonKernels(KernelSpecManager):
         launch = ["-m", "ipykernel_launcher"]
         if self.memory_mb is not None:
             launch = ["-c", _LIMITED_KERNEL, str(int(self.memory_mb * 2**20))]
-        return KernelSpec(argv=[sys.executable, *launch, "-f", "{connection_file}"],
+        argv = [*launch, "-f", "{connection_file}"]
+        if self.memory_mb is None or self.memory_mb >= forkserver.MIN_MEMORY_MB:
+            argv = forkserver.python_argv(argv)
+        else:  # a fork would start over the limit: its preloaded libraries count
+            argv = [sys.executable, *argv]
+        return KernelSpec(argv=argv,
                           display_name="Python 3", language="python", resource_dir="")
 
 
