@@ -115,21 +115,33 @@ def to_tflite(model: keras.Model) -> bytes:
     return _CONVERTED[key]
 
 
-def keras_bytes(model: keras.Model) -> int:
-    """Size of the model saved as a ``.keras`` file (architecture + weights)."""
+def _keras_file(model: keras.Model) -> bytes:
+    """The model as a ``.keras`` file: architecture and weights, no optimizer state.
+
+    A compiled model's file would also hold its optimizer's slots (Adam's two per weight,
+    three times the size) once it has trained, so the same weights would measure differently
+    fresh from training and loaded from the cache; an uncompiled copy is saved instead.
+    """
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    except Exception:  # a subclassed model cannot be cloned: save it as it is
+        copy = model
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
-        model.save(path)
-        return path.stat().st_size
+        copy.save(path)
+        return path.read_bytes()
+
+
+def keras_bytes(model: keras.Model) -> int:
+    """Size of the model saved as a ``.keras`` file (architecture + weights, no optimizer)."""
+    return len(_keras_file(model))
 
 
 def gzip_bytes(data: bytes | keras.Model) -> int:
     """Size after gzip at maximum compression (of raw bytes, or of a model's .keras file)."""
     if _validate.is_model(data):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.keras"
-            data.save(path)
-            data = path.read_bytes()
+        data = _keras_file(data)
     return len(gzip.compress(bytes(data), compresslevel=9, mtime=0))
 
 

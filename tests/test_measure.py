@@ -93,6 +93,17 @@ def test_to_tflite_converts_a_changed_model_again(tiny, monkeypatch):
     assert measure.to_tflite(renamed) != changed and len(conversions) == 3
 
 
+def test_keras_bytes_leave_out_the_optimizer(trained):
+    """A trained, compiled model measures like its uncompiled copy (Adam's slots are not
+    the model): the same weights must not be 3x larger fresh from training than cached."""
+    copy = keras.models.clone_model(trained)
+    copy.set_weights(trained.get_weights())
+    assert trained.optimizer.variables()  # trained: Adam has its slots
+    assert measure.keras_bytes(trained) == measure.keras_bytes(copy)
+    # the zip's timestamps can move the gzip size by a byte or two; Adam's slots triple it
+    assert measure.gzip_bytes(trained) == pytest.approx(measure.gzip_bytes(copy), rel=0.01)
+
+
 def test_tflite_predictions_match_keras(trained, digits):
     flatbuffer = measure.to_tflite(trained)
     np.testing.assert_allclose(measure.predict(flatbuffer, digits.x_test[:50]),
