@@ -63,6 +63,13 @@ def test_a_fork_starts_with_tensorflow_imported_and_the_launchers_context(env, t
     assert result.returncode == 1 and "KeyError: 'x'" in result.stderr
 
 
+def test_a_forked_kernel_draws_inline(env):
+    """pyplot is preloaded, so its backend is the one ipykernel would have chosen."""
+    script = "import matplotlib; print(matplotlib.get_backend())"
+    result = _run({k: v for k, v in env.items() if k != "MPLBACKEND"}, ["-c", script])
+    assert result.stdout == "module://matplotlib_inline.backend_inline\n", result.stderr
+
+
 def test_signals_reach_the_fork(env, tmp_path):
     ready = tmp_path / "ready"
     script = (f"import signal, time; signal.signal(signal.SIGINT, lambda *a: exit(7)); "

@@ -191,6 +191,9 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)  # launchers that connect while the imports run wait in the backlog
+    # matplotlib reads its backend when imported (a preloaded module imports pyplot): the one
+    # an IPython kernel sets for itself, so that plots in a forked kernel show inline
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for name in preload:
         try:
             importlib.import_module(name)
