@@ -261,7 +261,9 @@ def test_full_int8_meets_the_lesson_targets(lenet, mnist5k, float_tflite, int8_t
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
     drop = _accuracy(float_tflite, mnist5k) - _accuracy(int8_tflite, mnist5k)
-    assert drop <= 0.005  # at most 0.5 points
+    # at most 0.5 points; measured (benchmark --seeds 0 1 2, 2 Dec 2026): paired drops of
+    # 0.0, 0.1 and 0.1 points on seeds 0-2, against a 0.5-point target and an SE of 0.4
+    assert drop <= 0.005
     sizes_float, sizes_int8 = qz.size_breakdown(float_tflite), qz.size_breakdown(int8_tflite)
     assert sizes_float["weights"] / sizes_int8["weights"] >= 3.9  # the weight data: ~4x
     assert len(float_tflite) / len(int8_tflite) >= 3.4  # the file: ~3.5x (see the lesson)

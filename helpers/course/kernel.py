@@ -4,8 +4,9 @@
 the cells one by one, continuing after errors, under a time limit per notebook and per cell
 and an optional memory limit (the kernel's address space, ``RLIMIT_AS``), stores at most
 ``OUTPUT_LIMIT_BYTES`` of outputs, and always shuts the kernel down. Under ``grade_many`` the
-kernel is a fork of its server, with TensorFlow already imported (``forkserver``). The kernel inherits the
-grader's environment, so ``EDGE_AI_CACHE`` (and the trained models in it) is shared.
+kernel is a fork of its server, with TensorFlow already imported (``forkserver``). The kernel
+inherits the grader's environment, so ``EDGE_AI_CACHE`` (and the trained models in it) is
+shared.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class _CurrentPythonKernels(KernelSpecManager):
             argv = forkserver.python_argv(argv)
         else:  # a fork would start over the limit: its preloaded libraries count
             argv = [sys.executable, *argv]
-        return KernelSpec(argv=argv,
-                          display_name="Python 3", language="python", resource_dir="")
+        return KernelSpec(argv=argv, display_name="Python 3", language="python",
+                          resource_dir="")
 
 
 class _CappedClient(NotebookClient):
