@@ -223,7 +223,9 @@ RECIPES: dict[str, dict] = {
             "schedule": "cosine"},
     "tiny_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True,
                  "schedule": "cosine"},
-    "depthwise_cnn": {"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "augment": True,
+    # 60 epochs: with 30, seeds 0-2 scored 82.2 / 78.2 / 89.7 % (std 5.8), not converged;
+    # with 60, 90.8 / 88.2 / 92.1 % (a trial run); at 1e-2 the run diverged (10 %)
+    "depthwise_cnn": {"epochs": 60, "batch_size": 64, "learning_rate": 3e-3, "augment": True,
                       "schedule": "cosine"},
 }
 SCHEDULES = ("constant", "cosine")
