@@ -367,11 +367,12 @@ def test_inline_kmeans_and_tfmot_clustering_share_weights(mnist):
     path = lesson("deeper/weight_clustering")
     ns = run_cells(path, {"ds": ds, "lenet": model}, "cell-003", "lloyd")
     values = model.get_layer("fc1").get_weights()[0].ravel().astype(np.float64)
-    centroids, _ = ns["lloyd_kmeans"](values, 8)
-    codebook, _ = clustering.kmeans(values, 8, init="linear")
-    # our 30 Lloyd steps against the helper's run to convergence: measured max difference
-    # 0.0029 on fc1 (weights from -0.50 to 0.41, seed 0)
-    assert np.max(np.abs(np.sort(centroids) - codebook)) < 0.01
+    # the same algorithm for the same number of steps (the helper stops at 100, or earlier
+    # when it has converged): measured max difference 1.3e-8 (seed 0) and 6.3e-9
+    # (EDGE_AI_SEED=1). After the lesson's 30 steps it is still moving: 0.0097 and 0.0196.
+    centroids, _ = ns["lloyd_kmeans"](values, 8, iterations=100)
+    codebook, _ = clustering.kmeans(values, 8, init="linear", max_iterations=100)
+    assert np.max(np.abs(np.sort(centroids) - codebook)) < 1e-6
     ns = run_cells(path, ns, "tfmot-cluster")
     assert all(n <= 8 for n in clustering.unique_values(ns["tfmot_clustered"]).values())
 
