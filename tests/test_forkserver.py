@@ -32,6 +32,15 @@ def _run(env, args, **kwargs) -> subprocess.CompletedProcess:
                           text=True, timeout=120, **kwargs)
 
 
+def _written(path, what: str) -> str:
+    """The text a fork writes to ``path`` once it has started (waits up to 60 s)."""
+    for _ in range(600):
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never started")
+
+
 def _gone(pid: int, seconds: float = 15) -> bool:
     for _ in range(int(seconds / 0.1)):
         try:
@@ -73,14 +82,11 @@ def test_a_forked_kernel_draws_inline(env):
 def test_signals_reach_the_fork(env, tmp_path):
     ready = tmp_path / "ready"
     script = (f"import signal, time; signal.signal(signal.SIGINT, lambda *a: exit(7)); "
-              f"open({str(ready)!r}, 'w').close(); time.sleep(60)")
+              f"open({str(ready)!r}, 'w').write('1'); time.sleep(60)")
     for sig, code in ((signal.SIGINT, 7), (signal.SIGTERM, -signal.SIGTERM)):
         ready.unlink(missing_ok=True)
         launcher = subprocess.Popen(forkserver.python_argv(["-c", script], env), env=env)
-        for _ in range(600):
-            if ready.exists():
-                break
-            time.sleep(0.1)
+        _written(ready, "the fork's signal handler")
         launcher.send_signal(sig)
         assert launcher.wait(timeout=30) == code
 
@@ -91,11 +97,7 @@ def _fork_pid(env, tmp_path, wrapper: str = "") -> tuple[subprocess.Popen, int]:
     argv = forkserver.python_argv(["-c", script], env)
     command = [sys.executable, "-c", wrapper, *argv] if wrapper else argv
     process = subprocess.Popen(command, env=env)
-    for _ in range(600):
-        if pid_file.exists() and pid_file.read_text():
-            return process, int(pid_file.read_text())
-        time.sleep(0.1)
-    raise AssertionError("the fork never started")
+    return process, int(_written(pid_file, "the fork"))
 
 
 def test_the_fork_dies_with_its_launcher(env, tmp_path):

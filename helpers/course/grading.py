@@ -396,8 +396,8 @@ def grade_many(submissions: Sequence[str | Path], solutions_dir: str | Path,
     paths = [Path(path) for path in submissions]
     results: list[GradeResult | None] = [None] * len(paths)
     workers = _Workers(jobs)
-    with forkserver.running(workers.env) as workers.env, \
-            ThreadPoolExecutor(max_workers=jobs) as pool:
+    with forkserver.running(workers.env) as env, ThreadPoolExecutor(max_workers=jobs) as pool:
+        workers.env = env  # the workers' environment, with the server's socket
         try:
             futures = {pool.submit(workers.grade, path, solutions_dir, timeout, cell_timeout,
                                    memory_mb): number for number, path in enumerate(paths)}
