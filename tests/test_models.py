@@ -5,7 +5,8 @@ from helpers import models
 
 
 @pytest.mark.parametrize("name, params", [("lenet5", 61_706), ("lenet5_x4", 972_554),
-                                          ("mlp", 19_090), ("tiny_cnn", 3_738)])
+                                          ("mlp", 19_090), ("tiny_cnn", 3_738),
+                                          ("depthwise_cnn", 2_954)])
 def test_known_parameter_counts(name, params):
     assert models.build(name).count_params() == params
 
@@ -87,3 +88,30 @@ def test_recipes_converge_with_a_decaying_rate(digits):
         models.compile_for_recipe(models.build("mlp", digits.input_shape),
                                   {"epochs": 1, "batch_size": 64, "learning_rate": 1e-3,
                                    "schedule": "step"}, digits)
+
+
+def _autotune(dataset):
+    """What a pipeline's own options say about tf.data's autotuning: None when unset (then
+    TensorFlow's default, on), else the value set."""
+    from tensorflow.core.framework import dataset_options_pb2
+
+    proto = dataset_options_pb2.Options.FromString(dataset._options().numpy())
+    return proto.autotune_options.enabled if proto.autotune_options.WhichOneof(
+        "optional_enabled") else None
+
+
+def test_input_pipelines_run_without_autotuning():
+    """helpers._tf turns tf.data's autotuning off in the pipelines Keras builds for arrays (a
+    student's fit(x, y) included) and models.batches does it for the kit's own loops."""
+    import tensorflow as tf
+    from tf_keras.src.engine import data_adapter
+
+    x, y = np.zeros((16, 4), np.float32), np.arange(16) % 2
+    assert _autotune(tf.data.Dataset.from_tensor_slices((x, y))) is None  # the default: on
+    keras_pipeline = data_adapter.TensorLikeDataAdapter(x, y, batch_size=8).get_dataset()
+    assert _autotune(keras_pipeline) is False
+    assert _autotune(models.batches(x, y, 4)) is False
+    assert _autotune(models.augmented(np.zeros((16, 8, 8, 1)), y, 4)) is False
+    first = [b.numpy().tolist() for _, b in models.batches(x, y, 4, seed=3)]
+    assert first == [b.numpy().tolist() for _, b in models.batches(x, y, 4, seed=3)]
+    assert sorted(sum(first, [])) == sorted(y.tolist())  # shuffled, nothing lost

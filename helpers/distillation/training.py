@@ -253,8 +253,7 @@ def train_student(teacher: keras.Model, data, method: str = "distilled", seed: i
         if augment:
             batches = models.augmented(x, y, batch_size, seeded(seed))
         else:
-            batches = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-                len(x), seed=seeded(seed)).batch(batch_size)
+            batches = models.batches(x, y, batch_size, seeded(seed))
         rounds = 10 if steps % 10 == 0 else 1  # progress in tenths of the budget
         callbacks = [models.ProgressBar(rounds, f"{method} student")] if progress else []
         trainer.fit(batches.repeat(), epochs=rounds, steps_per_epoch=steps // rounds,

@@ -28,7 +28,7 @@ from helpers import _validate, measure
 from helpers._tf import keras, tf
 from helpers.cache import cache_key, cached_arrays, model_digest
 from helpers.data import Dataset
-from helpers.models import compile_model, set_seed
+from helpers.models import batches, compile_model, set_seed
 from helpers.quantization.fake import _fake_quantize_kernel, quantizable_layers
 from helpers.quantization.qat import _fake_quantize_tf
 from helpers.quantization.scratch import MAX_BITS, MIN_BITS
@@ -216,11 +216,9 @@ def qat_mixed(model: keras.Model, data: Dataset, bits: Mapping[str, int], epochs
         optimizer.apply_gradients(zip(gradients, [s for _, s, _ in plan]))
         return loss
 
-    batches = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-               .shuffle(len(data.x_train), seed=seed).batch(_validate.positive_int(
-                   batch_size, "batch_size")))
+    pipeline = batches(data.x_train, data.y_train, batch_size, seed)
     for _ in range(epochs):
-        for x, y in batches:
+        for x, y in pipeline:
             step(x, y)
     load_rounded()
     return compile_model(copy)

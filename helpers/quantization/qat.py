@@ -7,7 +7,7 @@ from helpers import _validate
 from helpers._tf import keras, tf
 from helpers._validate import dataset, positive_int
 from helpers.data import Dataset
-from helpers.models import augmented, compile_model, set_seed, train
+from helpers.models import augmented, batches, compile_model, set_seed, train
 from helpers.quantization.scratch import MAX_BITS, MIN_BITS
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after helpers._tf: Keras 2)
@@ -78,11 +78,9 @@ def qat_ste(model: keras.Model, data: Dataset, bits: int = 8, epochs: int = 2,
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), shadows))
         return loss
 
-    batches = (augmented(data.x_train, data.y_train, batch_size, seed) if augment else
-               tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-               .shuffle(len(data.x_train), seed=seed).batch(batch_size))
+    pipeline = (augmented if augment else batches)(data.x_train, data.y_train, batch_size, seed)
     for _ in range(epochs):
-        for x, y in batches:
+        for x, y in pipeline:
             step(x, y)
     load_rounded()
     return compile_model(copy)
