@@ -91,15 +91,21 @@ def _without_names(config):
     return config
 
 
-def model_digest(model) -> str:
+def model_digest(model, names: bool = False) -> str:
     """A short hash of a Keras model's architecture and weights (a cache key of its results).
 
-    Layer names are left out: Keras numbers unnamed layers (``input_1``, ``input_2``, ...)
-    in creation order, so the same model would otherwise hash differently in each session.
+    Layer names are left out unless ``names``: Keras numbers unnamed layers (``input_1``,
+    ``input_2``, ...) in creation order, so the same model would otherwise hash differently in
+    each session. A TFLite flatbuffer stores the names, so ``measure.to_tflite`` keys its
+    files with them (``names=True`` hashes the whole model config, wiring included).
     """
-    architecture = [(type(layer).__name__, _without_names(layer.get_config()))
-                    for layer in _validate.model(model).layers]
-    text = json.dumps([model.input_shape, architecture], sort_keys=True, default=str)
+    _validate.model(model)
+    if names:
+        text = model.to_json()
+    else:
+        architecture = [(type(layer).__name__, _without_names(layer.get_config()))
+                        for layer in model.layers]
+        text = json.dumps([model.input_shape, architecture], sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode())
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())

@@ -69,12 +69,12 @@ def test_sizes_are_real_files(tiny):
     assert measure.gzip_bytes(zeros) < 200 < 39_000 < measure.gzip_bytes(noise)
 
 
-def test_to_tflite_converts_a_changed_model_again(tiny, monkeypatch):
-    """The memo is keyed by content: same model, one conversion; new weights or a new
-    layer name, a new flatbuffer."""
+def test_to_tflite_converts_a_changed_model_again(tiny, monkeypatch, tmp_path):
+    """Flatbuffers are stored by content: the same model (even another object, as in the
+    next session) converts once; new weights or a new layer name, a new flatbuffer."""
     from helpers import tflite
 
-    monkeypatch.setattr(measure, "_CONVERTED", {})  # other tests converted `tiny` already
+    monkeypatch.setenv("EDGE_AI_CACHE", str(tmp_path))  # other tests converted `tiny` already
     conversions = []
     convert = tflite.convert
     monkeypatch.setattr(tflite, "convert", lambda *a: conversions.append(1) or convert(*a))
@@ -82,6 +82,10 @@ def test_to_tflite_converts_a_changed_model_again(tiny, monkeypatch):
     clone.set_weights(tiny.get_weights())
     first = measure.to_tflite(clone)
     assert measure.to_tflite(clone) == first and len(conversions) == 1
+    again = keras.models.clone_model(clone)
+    again.set_weights(clone.get_weights())
+    assert measure.to_tflite(again) == first and len(conversions) == 1
+    assert len(list(tmp_path.glob("*.npz"))) == 1
     clone.set_weights([w + 1 for w in clone.get_weights()])
     changed = measure.to_tflite(clone)
     assert changed != first and len(conversions) == 2

@@ -17,6 +17,7 @@ itself, so a grading never depends on the server.
 from __future__ import annotations
 
 import builtins
+import gc
 import importlib
 import json
 import os
@@ -199,6 +200,11 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> None:
             importlib.import_module(name)
         except Exception:  # the fork imports it itself, and reports the error there
             pass
+    # the imported objects go to a generation the collector never walks: a fork's collections
+    # then do not write to (and copy) the pages it shares with the server (measured, lab 1:
+    # 80,700 instead of 104,600 page faults per kernel)
+    gc.collect()
+    gc.freeze()
     parent = os.getppid()
     wakeup = os.pipe()
     os.set_blocking(wakeup[1], False)
