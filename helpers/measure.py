@@ -22,8 +22,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from helpers import _validate, tflite
-from helpers.cache import cache_key, cached_arrays, model_digest
 from helpers._tf import keras, tf
+from helpers.cache import cache_key, cached_arrays, model_digest
 from helpers.data import Dataset
 
 # after helpers._tf, which configures TensorFlow before anything loads it

@@ -30,8 +30,7 @@ from helpers.data import Dataset, load_dataset
 
 __all__ = ["set_seed", "lenet5", "lenet5_x4", "mlp", "tiny_cnn", "depthwise_cnn", "BUILDERS",
            "build", "compile_model", "steps_per_epoch", "ProgressBar", "batches", "augmented",
-           "train",
-           "RECIPES", "pretrained"]
+           "train", "RECIPES", "pretrained"]
 
 
 def set_seed(seed: int = 0) -> None:
