@@ -192,7 +192,8 @@ def test_model_arguments_are_checked(mnist5k):
 
 # ---------------------------------------------------------------------------- sweep
 def test_sweep_matches_keras_fake_quantization(sweep, lenet, mnist5k):
-    # the same rounding on two runtimes; measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): no difference at all
+    # the same rounding on two runtimes; measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1):
+    # no difference at all
     assert sweep.attrs["float_accuracy"] == pytest.approx(_accuracy(lenet, mnist5k), abs=0.002)
     table = sweep.set_index(["bits", "granularity"])
     for bits, granularity in ((3, "per-tensor"), (3, "per-channel"), (2, "per-channel")):
@@ -205,8 +206,9 @@ def test_sweep_shape_and_trends(sweep):
     assert list(sweep.columns) == ["bits", "granularity", "levels", "mse", "sqnr_db",
                                    "accuracy", "accuracy drop"]
     assert len(sweep) == 10 and sweep.levels.max() == 2 ** 16 - 1
-    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): 16-bit drops 0.0 / 0.0 points, 8-bit 0.0 / 0.1 at most, 2-bit
-    # per-tensor accuracy 16.3 / 10.0 %, slope 6.25 / 6.24 dB per bit
+    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): 16-bit drops 0.0 / 0.0 points,
+    # 8-bit 0.0 / 0.1 at most, 2-bit per-tensor accuracy 16.3 / 10.0 %, slope 6.25 / 6.24 dB
+    # per bit
     for _, rows in sweep.groupby("granularity"):
         assert rows.mse.is_monotonic_decreasing
         assert rows.set_index("bits").loc[16, "accuracy drop"] == pytest.approx(0, abs=0.11)
@@ -281,7 +283,8 @@ def test_a_model_whose_weights_dominate_reaches_4x(lenet, mnist5k):
     assert list(table.index) == [("LeNet-5", "per-channel"), ("LeNet-5", "per-tensor"),
                                  ("LeNet-5 x4", "per-channel"), ("LeNet-5 x4", "per-tensor")]
     best = table.loc[("LeNet-5 x4", "per-tensor")]
-    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): the four drops at most 0.0 / 0.2 points, x4 per-tensor 3.975x
+    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): the four drops at most 0.0 / 0.2
+    # points, x4 per-tensor 3.975x
     assert best["size ratio"] >= 3.9 and best["accuracy drop"] <= 0.5
     assert (table["accuracy drop"] <= 0.5).all()
     for name in ("LeNet-5", "LeNet-5 x4"):  # per-channel scales cost bytes
@@ -407,8 +410,8 @@ def test_qat_ste_recovers_two_bit_weights(lenet, mnist5k):
     for kernel in measure.kernels(qat).values():
         assert max(len(np.unique(kernel[..., c])) for c in range(kernel.shape[-1])) <= 3
     accuracy = _accuracy(qat, mnist5k)
-    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): 2-bit PTQ 30.3 / 26.1 %, one epoch of QAT 91.8 / 94.8 %; 85 % leaves
-    # twice the spread between the two below the lower one
+    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): 2-bit PTQ 30.3 / 26.1 %, one epoch
+    # of QAT 91.8 / 94.8 %; 85 % leaves twice the spread between the two below the lower one
     assert ptq < 0.6 and accuracy > 0.85 and accuracy > ptq + 0.3
     np.testing.assert_array_equal(lenet.get_weights()[0],
                                   models.pretrained("lenet5", mnist5k).get_weights()[0])
@@ -422,7 +425,8 @@ def test_qat_tfmot_8bit_converts_to_an_integer_model(digits_mlp, digits):
     types = {d["name"]: d["dtype"] for d in interpreter.get_tensor_details()}
     assert len(qz.tflite_quantized_weights(flatbuffer)) == 2  # hidden and logits kernels
     assert sum(t == np.int8 for t in types.values()) >= 5  # activations are int8 too
-    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): +1.1 and 0.0 points against the float MLP
+    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): +1.1 and 0.0 points against the
+    # float MLP
     assert _accuracy(flatbuffer, digits) >= _accuracy(digits_mlp, digits) - 0.03
 
 
@@ -430,7 +434,8 @@ def test_qat_tfmot_low_bit_and_arguments(digits_mlp, digits):
     model = digits_mlp
     qat = qz.qat_tfmot(model, digits, weight_bits=4, activation_bits=8, epochs=2,
                        learning_rate=1e-3)
-    assert _accuracy(qat, digits) > 0.8  # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): 94.2 / 94.4 %
+    # measured (tools/test_margins.py, EDGE_AI_SEED 0 / 1): 94.2 / 94.4 %
+    assert _accuracy(qat, digits) > 0.8
     with pytest.raises(ValueError, match=r"weight_bits must be an integer in \[2, 8\], got 9"):
         qz.qat_tfmot(model, digits, weight_bits=9)
     with pytest.raises(ValueError, match=r"learning_rate must be in \(0, 1\), got 0"):
