@@ -38,7 +38,7 @@ from pathlib import Path
 
 import nbformat
 import psutil
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 __all__ = ["HERE", "REPO", "PROXY", "DEFAULT_NOTEBOOK", "LocalHub", "StudentRun", "local_hub",
@@ -180,7 +180,11 @@ async def _api(hub: LocalHub, method: str, path: str, token: str | None = None,
                           headers={"Authorization": f"token {token or hub.token}"},
                           body=None if body is None and method in ("GET", "DELETE")
                           else json.dumps(body or {}), allow_nonstandard_methods=True)
-    reply = await AsyncHTTPClient().fetch(request)
+    try:
+        reply = await AsyncHTTPClient().fetch(request)
+    except HTTPClientError as err:  # say which request failed: a student's run makes several
+        err.message = f"{method} {base}{path}: {err.message}"
+        raise
     return json.loads(reply.body) if reply.body else {}
 
 
